@@ -1,0 +1,435 @@
+//! Agent configuration: a TOML file, parsed strictly and validated before any
+//! port is bound.
+//!
+//! Every error names the file, the key and what was expected, e.g.
+//! `node1.toml: raft.heartbeat_interval: expected a duration like "1s", got "fast"`.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::types::NodeId;
+
+/// A configuration problem, always naming the file and, where there is one, the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read the file: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("{file}: {key}: {message}")]
+    Invalid { file: String, key: String, message: String },
+    #[error("{file}: {message}")]
+    Syntax { file: String, message: String },
+}
+
+/// A duration written as a human string ("250ms", "1s", "2m").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected a duration string like \"1s\" or \"250ms\""))?;
+        humantime::parse_duration(text.trim()).map(Dur).map_err(|_| {
+            serde::de::Error::custom(format!("expected a duration like \"1s\" or \"250ms\", got {text:?}"))
+        })
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+/// One member of the cluster as the configuration lists it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// Raft node id; unique in the list.
+    pub id: NodeId,
+    /// `host:port` where the member's gRPC server is reached by its peers.
+    pub addr: String,
+}
+
+/// Raft timing, snapshot and transport knobs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftConfig {
+    /// How often the leader sends heartbeats; must be well below the election timeout.
+    pub heartbeat_interval: Dur,
+    /// Lower bound of the randomised election timeout.
+    pub election_timeout_min: Dur,
+    /// Upper bound of the randomised election timeout.
+    pub election_timeout_max: Dur,
+    /// Deadline for one AppendEntries or Vote RPC to a peer.
+    pub rpc_timeout: Dur,
+    /// Deadline for establishing a TCP connection to a peer.
+    pub connect_timeout: Dur,
+    /// Build a snapshot once this many entries were applied since the last one.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind the latest snapshot (for lagging followers).
+    pub keep_logs: u64,
+    /// Largest gRPC message accepted or sent, in bytes; snapshot chunks fit in it.
+    pub max_message_bytes: usize,
+    /// How long `cluster join` waits for a new node to catch up before giving up.
+    pub join_timeout: Dur,
+    /// How long a proposal may wait for a leader before it fails.
+    pub propose_timeout: Dur,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            heartbeat_interval: Dur(Duration::from_millis(100)),
+            election_timeout_min: Dur(Duration::from_millis(500)),
+            election_timeout_max: Dur(Duration::from_millis(1000)),
+            rpc_timeout: Dur(Duration::from_millis(1000)),
+            connect_timeout: Dur(Duration::from_millis(500)),
+            snapshot_every: 5000,
+            keep_logs: 1000,
+            max_message_bytes: 4 * 1024 * 1024,
+            join_timeout: Dur(Duration::from_secs(60)),
+            propose_timeout: Dur(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// The whole agent configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This agent's Raft node id.
+    pub node_id: NodeId,
+    /// Socket address the gRPC server binds (peer and admin traffic).
+    pub listen: String,
+    /// `host:port` peers and clients use to reach this agent; defaults to `listen`.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Directory holding the sled database (log, vote, snapshots). Relative
+    /// paths are taken from the directory of the configuration file.
+    pub data_dir: PathBuf,
+    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing directive).
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// The cluster's voters as they are formed by `vantage cluster bootstrap`.
+    /// A node that is not yet a member accepts Raft traffic only from these.
+    pub members: Vec<MemberConfig>,
+    #[serde(default)]
+    pub raft: RaftConfig,
+
+    /// The file this configuration was read from, for error messages.
+    #[serde(skip)]
+    pub source: String,
+}
+
+fn default_log_level() -> String {
+    "info".to_string()
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, &file)?;
+        if config.data_dir.is_relative() {
+            let base = path.parent().unwrap_or_else(|| Path::new("."));
+            config.data_dir = base.join(&config.data_dir);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; `file` is used in error messages only. Does not validate.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let message = inner.message().to_string();
+            let line = inner
+                .span()
+                .map(|s| format!(" (line {})", line_of(text, s.start)))
+                .unwrap_or_default();
+            // serde reports an unknown key at the table that holds it; name the key itself.
+            let key = match unknown_field(&message) {
+                Some(field) if path == "." || path.is_empty() => field.to_string(),
+                Some(field) if !path.ends_with(field) => format!("{path}.{field}"),
+                _ => path,
+            };
+            if key == "." || key.is_empty() {
+                ConfigError::Syntax {
+                    file: file.to_string(),
+                    message: format!("{message}{line}"),
+                }
+            } else {
+                ConfigError::Invalid {
+                    file: file.to_string(),
+                    key: format!("{key}{line}"),
+                    message,
+                }
+            }
+        })?;
+        config.source = file.to_string();
+        Ok(config)
+    }
+
+    /// The address peers use to reach this agent.
+    pub fn advertise_addr(&self) -> &str {
+        self.advertise.as_deref().unwrap_or(&self.listen)
+    }
+
+    /// The listen address as a socket address (validated by [`Config::validate`]).
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| {
+            self.invalid(
+                "listen",
+                format!("expected an address like \"127.0.0.1:7101\", got {:?}", self.listen),
+            )
+        })
+    }
+
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.source.clone(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Checks every value; touches nothing but a probe file in `data_dir`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(self.invalid("node_id", "expected a positive integer, got 0"));
+        }
+        let listen = self.listen_addr()?;
+        if let Some(adv) = &self.advertise {
+            check_host_port(adv).map_err(|m| self.invalid("advertise", m))?;
+        } else if listen.ip().is_unspecified() {
+            return Err(self.invalid(
+                "advertise",
+                format!("required when listen is the wildcard address {listen}: peers need a routable host:port"),
+            ));
+        }
+        if self.members.is_empty() {
+            return Err(self.invalid("members", "expected at least one [[members]] entry"));
+        }
+        let mut ids = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
+        for (i, m) in self.members.iter().enumerate() {
+            let key = format!("members[{i}]");
+            if m.id == 0 {
+                return Err(self.invalid(&format!("{key}.id"), "expected a positive integer, got 0"));
+            }
+            if !ids.insert(m.id) {
+                return Err(self.invalid(
+                    &format!("{key}.id"),
+                    format!("duplicate node id {}: every member needs its own id", m.id),
+                ));
+            }
+            check_host_port(&m.addr).map_err(|msg| self.invalid(&format!("{key}.addr"), msg))?;
+            if !addrs.insert(m.addr.as_str()) {
+                return Err(self.invalid(
+                    &format!("{key}.addr"),
+                    format!("duplicate address {:?}: two members cannot share one", m.addr),
+                ));
+            }
+            if m.id == self.node_id && m.addr != self.advertise_addr() {
+                return Err(self.invalid(
+                    &format!("{key}.addr"),
+                    format!(
+                        "this node (id {}) is listed at {:?} but advertises {:?}; they must match",
+                        m.id,
+                        m.addr,
+                        self.advertise_addr()
+                    ),
+                ));
+            }
+        }
+        self.validate_raft()?;
+        self.check_data_dir()
+    }
+
+    fn validate_raft(&self) -> Result<(), ConfigError> {
+        let r = &self.raft;
+        for (key, d) in [
+            ("raft.heartbeat_interval", r.heartbeat_interval),
+            ("raft.election_timeout_min", r.election_timeout_min),
+            ("raft.election_timeout_max", r.election_timeout_max),
+            ("raft.rpc_timeout", r.rpc_timeout),
+            ("raft.connect_timeout", r.connect_timeout),
+            ("raft.join_timeout", r.join_timeout),
+            ("raft.propose_timeout", r.propose_timeout),
+        ] {
+            if d.0.is_zero() {
+                return Err(self.invalid(key, "expected a duration greater than zero, got 0"));
+            }
+        }
+        if r.election_timeout_min <= r.heartbeat_interval {
+            return Err(self.invalid(
+                "raft.election_timeout_min",
+                format!(
+                    "expected more than raft.heartbeat_interval ({}), got {}",
+                    r.heartbeat_interval, r.election_timeout_min
+                ),
+            ));
+        }
+        if r.election_timeout_max <= r.election_timeout_min {
+            return Err(self.invalid(
+                "raft.election_timeout_max",
+                format!(
+                    "expected more than raft.election_timeout_min ({}), got {}",
+                    r.election_timeout_min, r.election_timeout_max
+                ),
+            ));
+        }
+        if r.snapshot_every == 0 {
+            return Err(self.invalid("raft.snapshot_every", "expected a positive number of entries, got 0"));
+        }
+        if r.max_message_bytes < 64 * 1024 {
+            return Err(self.invalid(
+                "raft.max_message_bytes",
+                format!("expected at least 65536 bytes, got {}", r.max_message_bytes),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_data_dir(&self) -> Result<(), ConfigError> {
+        let dir = &self.data_dir;
+        let fail = |what: &str, e: std::io::Error| {
+            self.invalid(
+                "data_dir",
+                format!("expected a writable directory; {what} {}: {e}", dir.display()),
+            )
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail("cannot create", e))?;
+        let probe = dir.join(".vantage-write-probe");
+        std::fs::write(&probe, b"ok").map_err(|e| fail("cannot write in", e))?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(())
+    }
+}
+
+/// Checks `host:port` with a non-empty host and a numeric, non-zero port.
+fn check_host_port(addr: &str) -> Result<(), String> {
+    let expected = || format!("expected host:port like \"10.0.0.1:7101\", got {addr:?}");
+    if addr.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = addr.rsplit_once(':').ok_or_else(expected)?;
+    let port: u16 = port.parse().map_err(|_| expected())?;
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+    if port == 0 || !host_ok {
+        return Err(expected());
+    }
+    Ok(())
+}
+
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(extra: &str) -> String {
+        format!(
+            "node_id = 1\nlisten = \"127.0.0.1:7101\"\ndata_dir = \"/tmp/vantage-config-test\"\n{extra}\n\
+             [[members]]\nid = 1\naddr = \"127.0.0.1:7101\"\n[[members]]\nid = 2\naddr = \"127.0.0.1:7102\"\n"
+        )
+    }
+
+    fn check(text: &str) -> Result<Config, ConfigError> {
+        let c = Config::parse(text, "node1.toml")?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn a_valid_file_parses_with_defaults() {
+        let c = check(&base("")).unwrap();
+        assert_eq!(c.advertise_addr(), "127.0.0.1:7101");
+        assert_eq!(c.raft.heartbeat_interval.0, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = check(&base("colour = \"blue\"")).unwrap_err().to_string();
+        assert!(e.starts_with("node1.toml: colour"), "{e}");
+        assert!(e.contains("unknown field"), "{e}");
+        let e = check(&format!("{}\n[raft]\nheartbeet = \"1s\"\n", base("")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("raft.heartbeet"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_key_and_expectation() {
+        let text = format!("{}\n[raft]\nheartbeat_interval = \"fast\"\n", base(""));
+        let e = check(&text).unwrap_err().to_string();
+        assert!(e.contains("raft.heartbeat_interval"), "{e}");
+        assert!(e.contains("expected a duration like \"1s\""), "{e}");
+        assert!(e.contains("\"fast\""), "{e}");
+    }
+
+    #[test]
+    fn zero_interval_is_refused() {
+        let text = format!("{}\n[raft]\nheartbeat_interval = \"0s\"\n", base(""));
+        let e = check(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("raft.heartbeat_interval: expected a duration greater than zero"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_address_is_refused() {
+        let text = base("").replace("\"127.0.0.1:7102\"", "\"127.0.0.1:notaport\"");
+        let e = check(&text).unwrap_err().to_string();
+        assert!(e.contains("members[1].addr: expected host:port"), "{e}");
+        let text = base("").replace("listen = \"127.0.0.1:7101\"", "listen = \"nowhere\"");
+        let e = check(&text).unwrap_err().to_string();
+        assert!(e.contains("listen: expected an address"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_node_id_is_refused() {
+        let text = base("").replace("id = 2", "id = 1");
+        let e = check(&text).unwrap_err().to_string();
+        assert!(e.contains("members[1].id: duplicate node id 1"), "{e}");
+    }
+
+    #[test]
+    fn own_address_must_match_member_entry() {
+        let text = base("advertise = \"127.0.0.1:7999\"");
+        let e = check(&text).unwrap_err().to_string();
+        assert!(e.contains("members[0].addr"), "{e}");
+    }
+
+    #[test]
+    fn election_timeouts_must_be_ordered() {
+        let text = format!("{}\n[raft]\nelection_timeout_min = \"50ms\"\n", base(""));
+        let e = check(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("raft.election_timeout_min: expected more than raft.heartbeat_interval"),
+            "{e}"
+        );
+    }
+}

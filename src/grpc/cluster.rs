@@ -1,0 +1,368 @@
+//! Handlers of the public `vantage.v1.Cluster` admin service.
+//!
+//! Membership changes run on the leader: a follower forwards them once (marked
+//! with [`FORWARDED_HEADER`]) or, if it knows no leader, answers `Unavailable`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{ChangeMembers, ServerState};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use super::status::{self, FORWARDED_HEADER};
+use crate::agent::Agent;
+use crate::proto::raft::ReadIndexRequest;
+use crate::proto::v1::cluster_client::ClusterClient;
+use crate::proto::v1::cluster_server::Cluster;
+use crate::proto::v1::{
+    AddNodeRequest, BootstrapRequest, BootstrapResponse, ClusterStatus, GetStatusRequest, Member, MembershipResponse,
+    ProposeNoteRequest, ProposeResponse, RemoveNodeRequest,
+};
+use crate::types::{Command, NodeId, Peer};
+
+pub struct ClusterService {
+    agent: Arc<Agent>,
+}
+
+impl ClusterService {
+    pub fn new(agent: Arc<Agent>) -> Self {
+        ClusterService { agent }
+    }
+
+    /// Runs a membership call on the leader. Returns `None` when this node is
+    /// the leader and should handle the call itself.
+    async fn forward_to_leader<T, R, F, Fut>(&self, req: Request<T>, call: F) -> Result<Option<Response<R>>, Status>
+    where
+        F: FnOnce(ClusterClient<Channel>, Request<T>) -> Fut,
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        if self.agent.is_leader() {
+            return Ok(None);
+        }
+        let leader = self.agent.leader().filter(|(id, _)| *id != self.agent.id);
+        if req.metadata().contains_key(FORWARDED_HEADER) {
+            return Err(status::not_leader(leader));
+        }
+        let Some((_, addr)) = leader.clone() else {
+            return Err(status::not_leader(None));
+        };
+        let client = self
+            .agent
+            .connector
+            .cluster_client(&addr)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut fwd = Request::new(req.into_inner());
+        fwd.metadata_mut()
+            .insert(FORWARDED_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+        fwd.set_timeout(self.agent.config.raft.join_timeout.0 + Duration::from_secs(5));
+        call(client, fwd).await.map(Some)
+    }
+
+    /// This node's members with (on the leader) their replication progress.
+    fn member_list(&self) -> Vec<Member> {
+        let m = self.agent.metrics();
+        let (nodes, voters) = self.agent.members();
+        let last = m.last_log_index.unwrap_or(0);
+        nodes
+            .into_iter()
+            .map(|(id, peer)| {
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id))
+                    .map(|l| l.map(|l| l.index).unwrap_or(0));
+                Member {
+                    id,
+                    addr: peer.addr,
+                    voter: voters.contains(&id),
+                    matched_index: matched,
+                    lag: matched.map(|x| last.saturating_sub(x)),
+                }
+            })
+            .collect()
+    }
+
+    /// Waits until this node has applied everything committed before the read began.
+    async fn linearize(&self) -> Result<(), Status> {
+        if self.agent.is_leader() {
+            return self
+                .agent
+                .raft
+                .ensure_linearizable()
+                .await
+                .map(|_| ())
+                .map_err(|e| Status::unavailable(format!("cannot confirm leadership: {e}")));
+        }
+        let Some((_, addr)) = self.agent.leader() else {
+            return Err(status::not_leader(None));
+        };
+        let mut client = self
+            .agent
+            .connector
+            .raft_client(&addr)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut req = Request::new(ReadIndexRequest {});
+        req.set_timeout(self.agent.config.raft.rpc_timeout.0 * 2);
+        let index = client.read_index(req).await?.into_inner().read_index;
+        self.agent
+            .raft
+            .wait(Some(self.agent.config.raft.propose_timeout.0))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|e| Status::unavailable(format!("this node did not catch up to index {index}: {e}")))?;
+        Ok(())
+    }
+}
+
+fn role(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "Leader",
+        ServerState::Follower => "Follower",
+        ServerState::Candidate => "Candidate",
+        ServerState::Learner => "Learner",
+        ServerState::Shutdown => "Shutdown",
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn get_status(&self, req: Request<GetStatusRequest>) -> Result<Response<ClusterStatus>, Status> {
+        let linearizable = req.get_ref().linearizable;
+        if linearizable {
+            self.linearize().await?;
+        }
+        let m = self.agent.metrics();
+        let sm = self.agent.sm.read().await;
+        let (leader_id, leader_addr) = match self.agent.leader() {
+            Some((id, addr)) => (Some(id), addr),
+            None => (None, String::new()),
+        };
+        let members = self.member_list();
+        Ok(Response::new(ClusterStatus {
+            node_id: self.agent.id,
+            node_addr: self.agent.addr.clone(),
+            role: role(m.state).to_string(),
+            leader_id,
+            leader_addr,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            committed_index: self
+                .agent
+                .committed_index()
+                .max(m.last_applied.map(|l| l.index).unwrap_or(0)),
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+            initialized: !members.is_empty(),
+            members,
+            log_time_ms: sm.app.log_time_ms,
+            notes_applied: sm.app.notes_applied,
+            state_digest: sm.app.digest_hex(),
+            last_note: sm.app.last_note.clone(),
+            linearizable,
+        }))
+    }
+
+    async fn bootstrap(&self, req: Request<BootstrapRequest>) -> Result<Response<BootstrapResponse>, Status> {
+        let wanted: BTreeMap<NodeId, Peer> = req
+            .into_inner()
+            .members
+            .into_iter()
+            .map(|m| (m.id, Peer { addr: m.addr }))
+            .collect();
+        if !wanted.contains_key(&self.agent.id) {
+            return Err(Status::invalid_argument(format!(
+                "the member list {:?} does not include this node (id {}); bootstrap through a member",
+                wanted.keys().collect::<Vec<_>>(),
+                self.agent.id
+            )));
+        }
+        let already = |message: String, members: Vec<Member>| {
+            Ok(Response::new(BootstrapResponse {
+                initialized_now: false,
+                message,
+                members,
+            }))
+        };
+        let initialized = self
+            .agent
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| Status::internal(format!("Raft stopped: {e}")))?;
+        if initialized {
+            let members = self.member_list();
+            let ids: Vec<_> = members.iter().map(|m| m.id).collect();
+            return already(
+                format!("cluster already formed (members {ids:?}); nothing changed"),
+                members,
+            );
+        }
+        // A peer may already belong to a formed cluster this node has not heard
+        // from yet: never start a second one beside it.
+        for (id, peer) in wanted.iter().filter(|(id, _)| **id != self.agent.id) {
+            let Ok(mut client) = self.agent.connector.cluster_client(&peer.addr) else {
+                continue;
+            };
+            let mut probe = Request::new(GetStatusRequest { linearizable: false });
+            probe.set_timeout(Duration::from_secs(1));
+            if let Ok(resp) = client.get_status(probe).await {
+                let s = resp.into_inner();
+                if s.initialized {
+                    let ids: Vec<_> = s.members.iter().map(|m| m.id).collect();
+                    return already(
+                        format!("node {id} already belongs to a formed cluster (members {ids:?}); nothing changed"),
+                        s.members,
+                    );
+                }
+            }
+        }
+        match self.agent.raft.initialize(wanted.clone()).await {
+            Ok(()) => {
+                let members = wanted
+                    .into_iter()
+                    .map(|(id, p)| Member {
+                        id,
+                        addr: p.addr,
+                        voter: true,
+                        matched_index: None,
+                        lag: None,
+                    })
+                    .collect();
+                Ok(Response::new(BootstrapResponse {
+                    initialized_now: true,
+                    message: "cluster initialized".into(),
+                    members,
+                }))
+            }
+            Err(e) if matches!(e.api_error(), Some(openraft::error::InitializeError::NotAllowed(_))) => {
+                already("cluster already formed; nothing changed".into(), self.member_list())
+            }
+            Err(e) => Err(status::initialize(e)),
+        }
+    }
+
+    async fn add_node(&self, req: Request<AddNodeRequest>) -> Result<Response<MembershipResponse>, Status> {
+        if let Some(resp) = self
+            .forward_to_leader(req.clone_for_forward(), |mut c, r| async move { c.add_node(r).await })
+            .await?
+        {
+            return Ok(resp);
+        }
+        let AddNodeRequest { id, addr } = req.into_inner();
+        if id == 0 {
+            return Err(Status::invalid_argument("id: expected a positive node id, got 0"));
+        }
+        if addr.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "addr: expected host:port of the new node, got nothing",
+            ));
+        }
+        let (nodes, voters) = self.agent.members();
+        if let Some(existing) = nodes.get(&id) {
+            if existing.addr != addr {
+                return Err(Status::already_exists(format!(
+                    "node {id} is already a member at {}; remove it first to change its address",
+                    existing.addr
+                )));
+            }
+            if voters.contains(&id) {
+                return Ok(Response::new(MembershipResponse {
+                    log_index: 0,
+                    members: self.member_list(),
+                    message: format!("node {id} is already a voter; nothing changed"),
+                }));
+            }
+        }
+        let wait = self.agent.config.raft.join_timeout.0;
+        let learner =
+            tokio::time::timeout(wait, self.agent.raft.add_learner(id, Peer { addr: addr.clone() }, true)).await;
+        match learner {
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "node {id} at {addr} did not catch up within {}; it stays a learner. Is it running and reachable?",
+                    humantime::format_duration(wait)
+                )))
+            }
+            Ok(r) => r.map_err(status::client_write)?,
+        };
+        let resp = self
+            .agent
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(status::client_write)?;
+        Ok(Response::new(MembershipResponse {
+            log_index: resp.log_id.index,
+            members: self.member_list(),
+            message: format!("node {id} at {addr} joined as a voter"),
+        }))
+    }
+
+    async fn remove_node(&self, req: Request<RemoveNodeRequest>) -> Result<Response<MembershipResponse>, Status> {
+        if let Some(resp) = self
+            .forward_to_leader(
+                req.clone_for_forward(),
+                |mut c, r| async move { c.remove_node(r).await },
+            )
+            .await?
+        {
+            return Ok(resp);
+        }
+        let id = req.into_inner().id;
+        let (nodes, voters) = self.agent.members();
+        if !nodes.contains_key(&id) {
+            return Err(Status::not_found(format!("node {id} is not a member of this cluster")));
+        }
+        let change = if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err(Status::failed_precondition(format!(
+                    "node {id} is the last voter; removing it would end the cluster"
+                )));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        let resp = self
+            .agent
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(status::client_write)?;
+        Ok(Response::new(MembershipResponse {
+            log_index: resp.log_id.index,
+            members: self.member_list(),
+            message: format!("node {id} removed"),
+        }))
+    }
+
+    async fn propose_note(&self, req: Request<ProposeNoteRequest>) -> Result<Response<ProposeResponse>, Status> {
+        let text = req.into_inner().text;
+        let done = self
+            .agent
+            .propose(Command::Note { text })
+            .await
+            .map_err(status::propose)?;
+        Ok(Response::new(ProposeResponse {
+            log_index: done.index,
+            log_time_ms: done.reply.log_time_ms,
+        }))
+    }
+}
+
+/// A request copy that keeps the metadata a forwarding decision looks at.
+trait CloneForForward<T> {
+    fn clone_for_forward(&self) -> Request<T>;
+}
+
+impl<T: Clone> CloneForForward<T> for Request<T> {
+    fn clone_for_forward(&self) -> Request<T> {
+        let mut r = Request::new(self.get_ref().clone());
+        *r.metadata_mut() = self.metadata().clone();
+        r
+    }
+}

@@ -1,0 +1,60 @@
+//! Incoming gRPC: the internal Raft service, the public `vantage.v1` admin
+//! service and server reflection (v1 and v1alpha), served on one listener.
+
+mod cluster;
+mod raft;
+mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+
+use crate::agent::Agent;
+use crate::proto::raft::raft_server::RaftServer;
+use crate::proto::v1::cluster_server::ClusterServer;
+use crate::proto::FILE_DESCRIPTOR_SET;
+
+pub use status::{FORWARDED_HEADER, LEADER_HEADER};
+
+/// Failure to serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("cannot accept on the listener: {0}")]
+    Listener(String),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves every service of `agent` on `listener` until `shutdown` completes.
+pub async fn serve(
+    agent: Arc<Agent>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let max = agent.config.raft.max_message_bytes;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let raft = RaftServer::new(raft::RaftService::new(agent.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let cluster = ClusterServer::new(cluster::ClusterService::new(agent.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let incoming = TcpIncoming::from_listener(listener, true, None).map_err(|e| ServeError::Listener(e.to_string()))?;
+    tonic::transport::Server::builder()
+        .add_service(raft)
+        .add_service(cluster)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! Vantage: multi-vantage health checking and DNS failover on a Raft log.
+//!
+//! Agents in several regions form one Raft group. Each proposes what it sees;
+//! every decision is a pure function of the committed log; the leader alone
+//! talks to the DNS provider.
+//!
+//! # Layout, in pipeline order
+//!
+//! - [`agent`]: one running agent: Raft instance, storage handles and the
+//!   proposal path (followers forward to the leader, the leader stamps log time).
+//! - [`types`]: the Raft type configuration and the log payload ([`types::Command`]).
+//! - [`store`]: sled storage for the log, vote, committed pointer and snapshots.
+//! - [`state`]: the replicated application state, applied deterministically.
+//! - [`network`]: outgoing gRPC to peers (channel cache, openraft network).
+//! - [`grpc`]: incoming gRPC: the internal Raft service, the `vantage.v1`
+//!   admin API and server reflection.
+//! - [`config`]: the TOML configuration and its validation.
+//! - [`clock`]: the injected wall clock (read by the leader only).
+//! - [`cli`]: the command-line client and commands used by the binary.
+//! - [`proto`]: generated protobuf and gRPC code.
+
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod grpc;
+pub mod network;
+pub mod proto;
+pub mod state;
+pub mod store;
+pub mod types;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::agent::{Agent, StartError};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::grpc::ServeError;
+use crate::network::Connector;
+
+/// A failure of a running agent.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// Runs one agent on an already-bound `listener` until `shutdown` completes,
+/// then stops Raft and flushes storage. Every I/O handle is passed in, so tests
+/// and simulations drive the same code as the binary.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    connector: Connector,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let agent = Agent::start(config, connector, clock).await?;
+    tracing::info!(node = agent.id, addr = %agent.addr, "agent started");
+    let served = grpc::serve(agent.clone(), listener, shutdown).await;
+    tracing::info!(node = agent.id, "shutting down");
+    if let Err(e) = agent.raft.shutdown().await {
+        tracing::warn!("Raft did not stop cleanly: {e}");
+    }
+    served?;
+    Ok(())
+}

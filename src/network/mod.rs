@@ -1,0 +1,78 @@
+//! Outgoing connections: one place that builds gRPC channels to peers (so TLS
+//! becomes a switch here), and the openraft network that sends Raft RPCs over them.
+
+mod raft;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+pub(crate) use raft::ChunkHeader;
+pub use raft::PeerNetworkFactory;
+
+use crate::proto::raft::raft_client::RaftClient;
+use crate::proto::v1::cluster_client::ClusterClient;
+
+/// Builds and caches one HTTP/2 channel per peer address; channels reconnect
+/// on their own, so a peer that restarts is picked up without a new client.
+#[derive(Clone)]
+pub struct Connector {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    connect_timeout: Duration,
+    max_message_bytes: usize,
+}
+
+/// A peer address that cannot be turned into a gRPC endpoint.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("peer address {addr:?} is not a valid host:port: {reason}")]
+pub struct BadAddress {
+    pub addr: String,
+    pub reason: String,
+}
+
+impl Connector {
+    pub fn new(connect_timeout: Duration, max_message_bytes: usize) -> Self {
+        Connector {
+            channels: Arc::new(Mutex::new(HashMap::new())),
+            connect_timeout,
+            max_message_bytes,
+        }
+    }
+
+    /// A (cached) lazily connecting channel to `addr`.
+    pub fn channel(&self, addr: &str) -> Result<Channel, BadAddress> {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ch) = map.get(addr) {
+            return Ok(ch.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| BadAddress {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
+        let ch = endpoint.connect_lazy();
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+
+    /// Client of a peer's internal Raft service.
+    pub fn raft_client(&self, addr: &str) -> Result<RaftClient<Channel>, BadAddress> {
+        Ok(RaftClient::new(self.channel(addr)?)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes))
+    }
+
+    /// Client of a peer's public Cluster service.
+    pub fn cluster_client(&self, addr: &str) -> Result<ClusterClient<Channel>, BadAddress> {
+        Ok(ClusterClient::new(self.channel(addr)?)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes))
+    }
+}

@@ -1,0 +1,176 @@
+//! openraft's network: AppendEntries, Vote and InstallSnapshot to one peer.
+
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use super::Connector;
+use crate::proto::raft::raft_client::RaftClient;
+use crate::proto::raft::{RaftMessage, SnapshotChunk};
+use crate::types::{NodeId, Peer, TypeConfig};
+
+/// Creates a [`PeerNetwork`] per replication target.
+#[derive(Clone)]
+pub struct PeerNetworkFactory {
+    connector: Connector,
+    rpc_timeout: Duration,
+}
+
+impl PeerNetworkFactory {
+    pub fn new(connector: Connector, rpc_timeout: Duration) -> Self {
+        PeerNetworkFactory { connector, rpc_timeout }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &Peer) -> Self::Network {
+        PeerNetwork {
+            target,
+            addr: node.addr.clone(),
+            client: self.connector.raft_client(&node.addr),
+            rpc_timeout: self.rpc_timeout,
+        }
+    }
+}
+
+/// The connection to one peer.
+pub struct PeerNetwork {
+    target: NodeId,
+    addr: String,
+    client: Result<RaftClient<Channel>, super::BadAddress>,
+    rpc_timeout: Duration,
+}
+
+/// The header of an InstallSnapshot chunk; the data travels beside it as raw bytes.
+#[derive(Serialize, serde::Deserialize)]
+pub(crate) struct ChunkHeader {
+    pub vote: openraft::Vote<NodeId>,
+    pub meta: openraft::SnapshotMeta<NodeId, Peer>,
+    pub offset: u64,
+    pub done: bool,
+}
+
+type RpcErr<E> = RPCError<NodeId, Peer, RaftError<NodeId, E>>;
+
+impl PeerNetwork {
+    fn client<E: std::error::Error>(&self) -> Result<RaftClient<Channel>, RpcErr<E>> {
+        self.client
+            .clone()
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+    }
+
+    fn timeout(&self, option: &RPCOption) -> Duration {
+        option.hard_ttl().min(self.rpc_timeout.max(option.soft_ttl()))
+    }
+
+    /// Maps a transport failure: a peer we cannot reach makes openraft back off;
+    /// anything else is retried at once.
+    fn status_err<E: std::error::Error>(&self, status: tonic::Status) -> RpcErr<E> {
+        let err = PeerError {
+            addr: self.addr.clone(),
+            target: self.target,
+            status,
+        };
+        match err.status.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                RPCError::Unreachable(Unreachable::new(&err))
+            }
+            _ => RPCError::Network(NetworkError::new(&err)),
+        }
+    }
+
+    fn decode<T, E>(&self, msg: RaftMessage) -> Result<T, RpcErr<E>>
+    where
+        T: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let res: Result<T, RaftError<NodeId, E>> =
+            serde_json::from_slice(&msg.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        res.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                Peer {
+                    addr: self.addr.clone(),
+                },
+                e,
+            ))
+        })
+    }
+}
+
+/// A failed RPC to a named peer.
+#[derive(Debug, thiserror::Error)]
+#[error("RPC to node {target} at {addr} failed: {status}")]
+struct PeerError {
+    addr: String,
+    target: NodeId,
+    status: tonic::Status,
+}
+
+fn encode<T: Serialize, E: std::error::Error>(v: &T) -> Result<RaftMessage, RpcErr<E>> {
+    let payload = serde_json::to_vec(v).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+    Ok(RaftMessage { payload })
+}
+
+fn with_timeout<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.set_timeout(timeout);
+    req
+}
+
+impl RaftNetwork<TypeConfig> for PeerNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
+        let mut client = self.client()?;
+        let req = with_timeout(encode(&rpc)?, self.timeout(&option));
+        let resp = client.append_entries(req).await.map_err(|s| self.status_err(s))?;
+        self.decode(resp.into_inner())
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        let mut client = self.client()?;
+        let header = ChunkHeader {
+            vote: rpc.vote,
+            meta: rpc.meta,
+            offset: rpc.offset,
+            done: rpc.done,
+        };
+        let header = serde_json::to_vec(&header).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let chunk = SnapshotChunk { header, data: rpc.data };
+        let req = with_timeout(chunk, option.hard_ttl());
+        let resp = client.install_snapshot(req).await.map_err(|s| self.status_err(s))?;
+        self.decode(resp.into_inner())
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
+        let mut client = self.client()?;
+        let req = with_timeout(encode(&rpc)?, self.timeout(&option));
+        let resp = client.vote(req).await.map_err(|s| self.status_err(s))?;
+        self.decode(resp.into_inner())
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(Duration::from_millis(250)))
+    }
+}
