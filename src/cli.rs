@@ -349,7 +349,7 @@ async fn bootstrap(path: &Path, wait: Duration, json: bool) -> Result<(), Failur
         )));
     }
     let addr = config.advertise_addr().to_string();
-    let members = config
+    let members: Vec<Member> = config
         .members
         .iter()
         .map(|m| Member {
@@ -361,16 +361,26 @@ async fn bootstrap(path: &Path, wait: Duration, json: bool) -> Result<(), Failur
         })
         .collect();
     let mut c = client(&addr)?;
-    let r = c
-        .bootstrap(BootstrapRequest { members })
-        .await
-        .map_err(|s| rpc_failure(&addr, s))?
-        .into_inner();
+    // The agents may still be starting: retry while the node is not reachable.
+    let deadline = Instant::now() + wait;
+    let r = loop {
+        match c
+            .bootstrap(BootstrapRequest {
+                members: members.clone(),
+            })
+            .await
+        {
+            Ok(r) => break r.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(s) => return Err(rpc_failure(&addr, s)),
+        }
+    };
     if !json {
         println!("{}", r.message);
     }
     // Wait for an elected leader so the command's success means a working cluster.
-    let deadline = Instant::now() + wait;
     let status = loop {
         match get_status(&addr, false).await {
             Ok(s) if s.leader_id.is_some() => break s,

@@ -85,8 +85,10 @@ impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
             heartbeat_interval: Dur(Duration::from_millis(100)),
-            election_timeout_min: Dur(Duration::from_millis(500)),
-            election_timeout_max: Dur(Duration::from_millis(1000)),
+            // A follower waits `election_timeout_max` (openraft's leader lease)
+            // plus a random timeout in [min, max) before it campaigns: 0.9-1.2 s.
+            election_timeout_min: Dur(Duration::from_millis(300)),
+            election_timeout_max: Dur(Duration::from_millis(600)),
             rpc_timeout: Dur(Duration::from_millis(1000)),
             connect_timeout: Dur(Duration::from_millis(500)),
             snapshot_every: 5000,

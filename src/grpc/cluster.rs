@@ -220,6 +220,7 @@ impl Cluster for ClusterService {
                 }
             }
         }
+        tracing::info!(members = ?wanted.keys().collect::<Vec<_>>(), "initializing the cluster");
         match self.agent.raft.initialize(wanted.clone()).await {
             Ok(()) => {
                 let members = wanted

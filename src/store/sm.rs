@@ -81,7 +81,7 @@ impl StateMachineStore {
 
     fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
         let read = |e: &dyn std::error::Error| -> StorageError {
-            StorageIOError::read_snapshot(None, &openraft::AnyError::error(e.to_string())).into()
+            StorageIOError::read_snapshot(None, openraft::AnyError::error(e.to_string())).into()
         };
         let meta = self.snapshots.get(SNAP_META).map_err(|e| read(&e))?;
         let data = self.snapshots.get(SNAP_DATA).map_err(|e| read(&e))?;

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Starts the three local agents in the background and forms the cluster.
+# Logs go to data/nodeN.log; stop them with ./stop.sh.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+if [ -n "${VANTAGE_BIN:-}" ]; then
+  bin=$VANTAGE_BIN
+else
+  (cd "$here/../.." && cargo build --release --quiet)
+  bin="$here/../../target/release/vantage"
+fi
+mkdir -p "$here/data"
+for i in 1 2 3; do
+  "$bin" run --config "$here/node$i.toml" >"$here/data/node$i.log" 2>&1 &
+  echo $! >"$here/data/node$i.pid"
+done
+"$bin" cluster bootstrap --config "$here/node1.toml"
+echo
+"$bin" cluster status --addr 127.0.0.1:7102
+echo
+echo "Try: $bin cluster note --addr 127.0.0.1:7103 hello; kill one agent (data/nodeN.pid) and watch"
+echo "     $bin cluster status --addr 127.0.0.1:7101. Stop all with $here/stop.sh"

@@ -1,0 +1,148 @@
+//! Bad input is refused with a message naming what is wrong, and never
+//! crashes an agent or moves its term.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::{cli, write, Cluster};
+use openraft::{LeaderId, Vote};
+use vantage::proto::raft::raft_client::RaftClient;
+use vantage::proto::raft::RaftMessage;
+
+const GOOD: &str = r#"
+node_id = 1
+listen = "127.0.0.1:7101"
+data_dir = "data"
+
+[[members]]
+id = 1
+addr = "127.0.0.1:7101"
+
+[[members]]
+id = 2
+addr = "127.0.0.1:7102"
+"#;
+
+/// Runs `config check` on `text`; returns (exit code, stderr).
+fn check(text: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "node1.toml", text);
+    let out = cli(&["config", "check", p.to_str().unwrap()]);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn config_check_accepts_a_good_file() {
+    let (code, err) = check(GOOD);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn config_errors_name_the_file_and_key() {
+    let cases = [
+        (format!("{GOOD}\nflavour = \"x\"\n"), "flavour"),
+        (
+            GOOD.replace("\"127.0.0.1:7102\"", "\"127.0.0.1:99999\""),
+            "members[1].addr",
+        ),
+        (
+            GOOD.replace("listen = \"127.0.0.1:7101\"", "listen = \"localhost\""),
+            "listen",
+        ),
+        (GOOD.replace("id = 2", "id = 1"), "members[1].id: duplicate node id 1"),
+        (
+            format!("{GOOD}\n[raft]\nheartbeat_interval = \"0ms\"\n"),
+            "raft.heartbeat_interval",
+        ),
+        (format!("{GOOD}\n[raft]\nrpc_timeout = \"soon\"\n"), "raft.rpc_timeout"),
+        (format!("{GOOD}\n[raft]\nsnapshot_every = 0\n"), "raft.snapshot_every"),
+        ("node_id = \"one\"\n".to_string(), "node_id"),
+        ("this is [ not toml".to_string(), "node1.toml"),
+    ];
+    for (text, key) in cases {
+        let (code, err) = check(&text);
+        assert_eq!(code, 2, "expected a usage exit code for {key}; stderr: {err}");
+        assert!(err.contains("node1.toml"), "error must name the file: {err}");
+        assert!(err.contains(key), "error must name {key}: {err}");
+    }
+}
+
+#[test]
+fn agent_with_bad_config_exits_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "node1.toml", &format!("{GOOD}\nbogus = 1\n"));
+    let out = cli(&["run", "--config", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
+}
+
+#[test]
+fn garbage_and_strangers_do_not_crash_an_agent_or_move_its_term() {
+    let mut c = Cluster::new(21, 3, "");
+    c.start_all();
+    c.bootstrap();
+    let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(30));
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let term = c.status(follower)["term"].as_u64().unwrap();
+
+    // Raw garbage on the gRPC port.
+    for payload in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &[0xffu8; 4096][..],
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00",
+    ] {
+        let mut s = std::net::TcpStream::connect(c.addr(follower)).unwrap();
+        let _ = s.write_all(payload);
+        drop(s);
+    }
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut client = RaftClient::connect(format!("http://{}", c.addr(follower)))
+            .await
+            .unwrap();
+        // A vote request from node 99, which is not a member, with a far higher term.
+        let vote = openraft::raft::VoteRequest::<u64> {
+            vote: Vote::new(term + 100, 99),
+            last_log_id: None,
+        };
+        let payload = serde_json::to_vec(&vote).unwrap();
+        let err = client.vote(RaftMessage { payload }).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+        assert!(err.message().contains("node 99"), "{err}");
+
+        // An AppendEntries claiming leadership from node 77.
+        let append = openraft::raft::AppendEntriesRequest::<vantage::types::TypeConfig> {
+            vote: Vote {
+                leader_id: LeaderId::new(term + 50, 77),
+                committed: true,
+            },
+            prev_log_id: None,
+            entries: vec![],
+            leader_commit: None,
+        };
+        let payload = serde_json::to_vec(&append).unwrap();
+        let err = client.append_entries(RaftMessage { payload }).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+
+        // Well-framed gRPC with a payload that is not a Raft message.
+        let err = client
+            .vote(RaftMessage {
+                payload: b"{not json".to_vec(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    });
+
+    assert!(c.is_running(follower), "the agent died\n{}", c.logs());
+    let s = c.status(follower);
+    assert_eq!(s["term"].as_u64(), Some(term), "term moved: {s}");
+    assert_eq!(s["leader_id"].as_u64(), Some(leader));
+    c.note(follower, "still working");
+}

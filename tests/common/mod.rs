@@ -1,0 +1,261 @@
+//! Test harness: real `vantage` processes on loopback, driven through the CLI
+//! and the gRPC API.
+//!
+//! Each test passes its own `net` number; its nodes listen on `127.0.<net>.<id>`
+//! so tests running in parallel never share an address or a port.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_vantage");
+
+/// A node's process and files.
+pub struct Node {
+    pub id: u64,
+    pub addr: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A set of agents under one temporary directory; kills them all on drop.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub net: u8,
+    pub nodes: BTreeMap<u64, Node>,
+    /// Extra TOML appended to every node's `[raft]` table.
+    raft_extra: String,
+}
+
+pub fn addr(net: u8, id: u64) -> String {
+    format!("127.0.{net}.{id}:7101")
+}
+
+impl Cluster {
+    /// Writes configs for nodes `1..=voters` (the bootstrap members); starts nothing.
+    pub fn new(net: u8, voters: u64, raft_extra: &str) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut c = Cluster {
+            dir,
+            net,
+            nodes: BTreeMap::new(),
+            raft_extra: raft_extra.to_string(),
+        };
+        for id in 1..=voters {
+            c.add_config(id, voters);
+        }
+        c
+    }
+
+    /// Writes a config for node `id`, listing nodes `1..=members` as the cluster's members.
+    pub fn add_config(&mut self, id: u64, members: u64) -> &Node {
+        let addr = addr(self.net, id);
+        let mut text =
+            format!("node_id = {id}\nlisten = \"{addr}\"\ndata_dir = \"data{id}\"\nlog_level = \"info\"\n\n");
+        for m in 1..=members {
+            text += &format!("[[members]]\nid = {m}\naddr = \"{}\"\n\n", self::addr(self.net, m));
+        }
+        text += &format!("[raft]\n{}\n", self.raft_extra);
+        let config = self.dir.path().join(format!("node{id}.toml"));
+        fs::write(&config, text).expect("write config");
+        let log = self.dir.path().join(format!("node{id}.log"));
+        self.nodes.insert(
+            id,
+            Node {
+                id,
+                addr,
+                config,
+                log,
+                child: None,
+            },
+        );
+        &self.nodes[&id]
+    }
+
+    pub fn addr(&self, id: u64) -> &str {
+        &self.nodes[&id].addr
+    }
+
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("data{id}"))
+    }
+
+    /// Starts node `id`'s agent process (its log is appended to `nodeN.log`).
+    pub fn start(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("node configured");
+        assert!(node.child.is_none(), "node {id} already running");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("open log");
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&node.config)
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn vantage");
+        node.child = Some(child);
+    }
+
+    pub fn start_all(&mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.start(id);
+        }
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.nodes.get(&id).and_then(|n| n.child.as_ref()).map(|c| c.id())
+    }
+
+    pub fn is_running(&mut self, id: u64) -> bool {
+        match self.nodes.get_mut(&id).and_then(|n| n.child.as_mut()) {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    pub fn log_text(&self, id: u64) -> String {
+        fs::read_to_string(&self.nodes[&id].log).unwrap_or_default()
+    }
+
+    /// Runs the CLI with `args`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(args)
+    }
+
+    /// Runs a CLI command with `--json` and parses its output; panics with stderr on failure.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let mut all: Vec<&str> = args.to_vec();
+        all.push("--json");
+        let out = cli(&all);
+        assert!(
+            out.status.success(),
+            "vantage {all:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON output")
+    }
+
+    /// Bootstraps from node 1's config and returns the JSON answer.
+    pub fn bootstrap(&self) -> Value {
+        let config = self.nodes[&1].config.to_str().expect("utf-8 path").to_string();
+        self.cli_json(&["cluster", "bootstrap", "--config", &config])
+    }
+
+    /// `cluster status` of node `id`, or None when it does not answer.
+    pub fn try_status(&self, id: u64) -> Option<Value> {
+        let out = cli(&["cluster", "status", "--addr", self.addr(id), "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    pub fn status(&self, id: u64) -> Value {
+        self.try_status(id)
+            .unwrap_or_else(|| panic!("node {id} does not answer status\n{}", self.logs()))
+    }
+
+    /// Waits until every node in `ids` names the same leader; returns it.
+    pub fn wait_leader(&self, ids: &[u64], timeout: Duration) -> u64 {
+        wait_for(&format!("one leader agreed by nodes {ids:?}"), timeout, || {
+            let mut leaders = Vec::new();
+            for id in ids {
+                let s = self.try_status(*id)?;
+                leaders.push(s["leader_id"].as_u64()?);
+            }
+            let first = leaders[0];
+            (leaders.iter().all(|l| *l == first) && ids.contains(&first)).then_some(first)
+        })
+        .unwrap_or_else(|| panic!("no agreed leader\n{}", self.logs()))
+    }
+
+    /// Commits a note through node `id`.
+    pub fn note(&self, id: u64, text: &str) -> Value {
+        self.cli_json(&["cluster", "note", "--addr", self.addr(id), text])
+    }
+
+    /// Every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for id in self.nodes.keys() {
+            let text = self.log_text(*id);
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            out += &format!("--- node {id} log (last lines) ---\n");
+            for l in tail.into_iter().rev() {
+                out += l;
+                out += "\n";
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.kill(id);
+        }
+    }
+}
+
+pub fn cli(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vantage")
+}
+
+/// Polls `check` every 100 ms until it returns Some or `timeout` passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            eprintln!("timed out after {timeout:?} waiting for {what}");
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn voters(status: &Value) -> Vec<u64> {
+    status["members"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|m| m["voter"].as_bool() == Some(true))
+                .filter_map(|m| m["id"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, text).expect("write file");
+    p
+}
