@@ -16,9 +16,10 @@ use crate::clock::SystemClock;
 use crate::config::{Config, Dur};
 use crate::network::Connector;
 use crate::proto::v1::cluster_client::ClusterClient;
+use crate::proto::v1::endpoints_client::EndpointsClient;
 use crate::proto::v1::{
-    AddNodeRequest, BootstrapRequest, ClusterStatus, GetStatusRequest, Member, MembershipResponse, ProposeNoteRequest,
-    RemoveNodeRequest,
+    AddNodeRequest, BootstrapRequest, ClusterStatus, GetStatusRequest, ListEndpointsRequest, ListEndpointsResponse,
+    Member, MembershipResponse, ProposeNoteRequest, RemoveNodeRequest,
 };
 
 #[derive(Parser, Debug)]
@@ -43,6 +44,18 @@ pub enum Cmd {
     Cluster {
         #[command(subcommand)]
         cmd: ClusterCmd,
+    },
+    /// Show every endpoint: this agent's probe view and every agent's replicated observation.
+    Endpoints {
+        #[arg(long, short)]
+        addr: String,
+        /// Only endpoints whose id starts with this (e.g. a pool name).
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[arg(long)]
+        linearizable: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// Work with configuration files.
     Config {
@@ -174,6 +187,29 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Cmd::Cluster { cmd } => cluster(cmd).await,
+        Cmd::Endpoints {
+            addr,
+            prefix,
+            linearizable,
+            json,
+        } => {
+            let mut c = EndpointsClient::new(
+                Connector::new(Duration::from_secs(2), 64 * 1024 * 1024)
+                    .channel(&addr)
+                    .map_err(|e| Failure::usage(format!("--addr: {e}")))?,
+            )
+            .max_decoding_message_size(64 * 1024 * 1024);
+            let r = c
+                .list(ListEndpointsRequest { linearizable, prefix })
+                .await
+                .map_err(|s| rpc_failure(&addr, s))?
+                .into_inner();
+            if json {
+                return print_json(&r);
+            }
+            print!("{}", render_endpoints(&r));
+            Ok(())
+        }
     }
 }
 
@@ -474,4 +510,51 @@ pub fn render_status(s: &ClusterStatus, leader_view: Option<&ClusterStatus>) -> 
         out += "members:\n";
     }
     out + &render_members(members)
+}
+
+/// Human-readable endpoint table: one line per endpoint, one per agent observation.
+pub fn render_endpoints(r: &ListEndpointsResponse) -> String {
+    let mut out = format!(
+        "node {} (log time {}){}\n{}\n",
+        r.node_id,
+        fmt_time(r.log_time_ms),
+        if r.abstaining {
+            ", ABSTAINING: control targets unreachable"
+        } else {
+            ""
+        },
+        r.icmp
+    );
+    for e in &r.endpoints {
+        out += &format!("{} [{}]\n", e.id, e.check);
+        if let Some(l) = &e.local {
+            out += &format!(
+                "  local    {:<8} ok-run {} fail-run {} probes {} rtt {} {}\n",
+                l.status,
+                l.successes,
+                l.failures,
+                l.probes,
+                l.last_rtt_us
+                    .map(|u| format!("{:.1}ms", u as f64 / 1000.0))
+                    .unwrap_or_else(|| "-".into()),
+                l.last_error
+            );
+        }
+        for o in &e.observations {
+            out += &format!(
+                "  agent {:<2} {:<8} age {:>6.1}s since {}{}{}\n",
+                o.agent,
+                o.status,
+                o.age_ms as f64 / 1000.0,
+                fmt_time(o.since_ms),
+                if o.abstaining { " (abstaining)" } else { "" },
+                if o.last_error.is_empty() {
+                    String::new()
+                } else {
+                    format!(" last error: {}", o.last_error)
+                }
+            );
+        }
+    }
+    out
 }

@@ -6,6 +6,11 @@
 //!
 //! # Layout, in pipeline order
 //!
+//! - [`probe`]: ICMP, TCP and HTTP checks and the scheduler that runs them
+//!   once per interval for every endpoint.
+//! - [`detect`]: rise/fall hysteresis turning probe results into a local view.
+//! - [`propose`]: local transitions and heartbeats into log entries; abstains
+//!   when the agent's own network is suspect.
 //! - [`agent`]: one running agent: Raft instance, storage handles and the
 //!   proposal path (followers forward to the leader, the leader stamps log time).
 //! - [`types`]: the Raft type configuration and the log payload ([`types::Command`]).
@@ -27,8 +32,11 @@ pub mod agent;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod detect;
 pub mod grpc;
 pub mod network;
+pub mod probe;
+pub mod propose;
 pub mod proto;
 pub mod state;
 pub mod store;
@@ -52,6 +60,8 @@ pub enum RunError {
     Start(#[from] StartError),
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error(transparent)]
+    Probes(#[from] propose::ObserverError),
 }
 
 /// Runs one agent on an already-bound `listener` until `shutdown` completes,
@@ -64,9 +74,10 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
-    let agent = Agent::start(config, connector, clock).await?;
+    let agent = Agent::start(config, connector, clock.clone()).await?;
     tracing::info!(node = agent.id, addr = %agent.addr, "agent started");
-    let served = grpc::serve(agent.clone(), listener, shutdown).await;
+    let observer = Arc::new(propose::Observer::start(agent.clone(), clock).await?);
+    let served = grpc::serve(agent.clone(), observer, listener, shutdown).await;
     tracing::info!(node = agent.id, "shutting down");
     if let Err(e) = agent.raft.shutdown().await {
         tracing::warn!("Raft did not stop cleanly: {e}");

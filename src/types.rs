@@ -5,6 +5,8 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
+use crate::detect::{Evidence, Health};
+
 /// A Raft node id.
 pub type NodeId = u64;
 
@@ -41,12 +43,60 @@ pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Peer>;
 pub type StorageError = openraft::StorageError<NodeId>;
 pub type RaftMetrics = openraft::RaftMetrics<NodeId, Peer>;
 
+/// Orders one agent's proposals: `boot` is the agent's start time (ms), `n`
+/// counts proposals since. The state machine ignores anything not newer than
+/// what it already applied from that agent, so retried proposals are harmless.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Seq {
+    pub boot: u64,
+    pub n: u64,
+}
+
+/// A change of one agent's view of one endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Endpoint id (`pool/address`).
+    pub endpoint: String,
+    pub status: Health,
+    pub evidence: Evidence,
+}
+
 /// An application command, as proposed by an agent or an operator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Command {
     /// A free-text operator note, replicated and counted; proves the log works end to end.
     Note { text: String },
+    /// Transitions of an agent's local view, batched.
+    Observe {
+        /// The reporting agent; must be the node that proposed the entry.
+        agent: NodeId,
+        seq: Seq,
+        /// The agent cannot reach its control targets: its views do not count.
+        abstain: bool,
+        changes: Vec<Change>,
+    },
+    /// An agent's full current view, proposed periodically: proves the agent
+    /// is alive and lets a new leader or a restarted agent converge.
+    Heartbeat {
+        agent: NodeId,
+        seq: Seq,
+        abstain: bool,
+        /// Endpoint ids by local view; empty while abstaining.
+        up: Vec<String>,
+        down: Vec<String>,
+        unknown: Vec<String>,
+    },
+}
+
+impl Command {
+    /// The agent a command speaks for, if it is an agent report.
+    pub fn agent(&self) -> Option<NodeId> {
+        match self {
+            Command::Note { .. } => None,
+            Command::Observe { agent, .. } | Command::Heartbeat { agent, .. } => Some(*agent),
+        }
+    }
 }
 
 /// A log entry's application payload: a command plus who proposed it and the

@@ -14,7 +14,6 @@ use tonic::{Request, Response, Status};
 
 use super::status::{self, FORWARDED_HEADER};
 use crate::agent::Agent;
-use crate::proto::raft::ReadIndexRequest;
 use crate::proto::v1::cluster_client::ClusterClient;
 use crate::proto::v1::cluster_server::Cluster;
 use crate::proto::v1::{
@@ -84,37 +83,6 @@ impl ClusterService {
             })
             .collect()
     }
-
-    /// Waits until this node has applied everything committed before the read began.
-    async fn linearize(&self) -> Result<(), Status> {
-        if self.agent.is_leader() {
-            return self
-                .agent
-                .raft
-                .ensure_linearizable()
-                .await
-                .map(|_| ())
-                .map_err(|e| Status::unavailable(format!("cannot confirm leadership: {e}")));
-        }
-        let Some((_, addr)) = self.agent.leader() else {
-            return Err(status::not_leader(None));
-        };
-        let mut client = self
-            .agent
-            .connector
-            .raft_client(&addr)
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        let mut req = Request::new(ReadIndexRequest {});
-        req.set_timeout(self.agent.config.raft.rpc_timeout.0 * 2);
-        let index = client.read_index(req).await?.into_inner().read_index;
-        self.agent
-            .raft
-            .wait(Some(self.agent.config.raft.propose_timeout.0))
-            .applied_index_at_least(Some(index), "linearizable read")
-            .await
-            .map_err(|e| Status::unavailable(format!("this node did not catch up to index {index}: {e}")))?;
-        Ok(())
-    }
 }
 
 fn role(state: ServerState) -> &'static str {
@@ -132,7 +100,7 @@ impl Cluster for ClusterService {
     async fn get_status(&self, req: Request<GetStatusRequest>) -> Result<Response<ClusterStatus>, Status> {
         let linearizable = req.get_ref().linearizable;
         if linearizable {
-            self.linearize().await?;
+            super::linearize(&self.agent).await?;
         }
         let m = self.agent.metrics();
         let sm = self.agent.sm.read().await;

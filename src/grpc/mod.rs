@@ -2,6 +2,7 @@
 //! service and server reflection (v1 and v1alpha), served on one listener.
 
 mod cluster;
+mod endpoints;
 mod raft;
 mod status;
 
@@ -11,9 +12,14 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
+use tonic::{Request, Status};
+
 use crate::agent::Agent;
+use crate::propose::Observer;
 use crate::proto::raft::raft_server::RaftServer;
+use crate::proto::raft::ReadIndexRequest;
 use crate::proto::v1::cluster_server::ClusterServer;
+use crate::proto::v1::endpoints_server::EndpointsServer;
 use crate::proto::FILE_DESCRIPTOR_SET;
 
 pub use status::{FORWARDED_HEADER, LEADER_HEADER};
@@ -32,6 +38,7 @@ pub enum ServeError {
 /// Serves every service of `agent` on `listener` until `shutdown` completes.
 pub async fn serve(
     agent: Arc<Agent>,
+    observer: Arc<Observer>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
@@ -48,13 +55,48 @@ pub async fn serve(
     let cluster = ClusterServer::new(cluster::ClusterService::new(agent.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+    let endpoints = EndpointsServer::new(endpoints::EndpointsService::new(agent.clone(), observer))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
     let incoming = TcpIncoming::from_listener(listener, true, None).map_err(|e| ServeError::Listener(e.to_string()))?;
     tonic::transport::Server::builder()
         .add_service(raft)
         .add_service(cluster)
+        .add_service(endpoints)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
+    Ok(())
+}
+
+/// Waits until this node has applied everything committed before the read
+/// began: on the leader by confirming leadership with a quorum, on a follower
+/// by asking the leader for its read index and applying up to it.
+pub(crate) async fn linearize(agent: &Agent) -> Result<(), Status> {
+    if agent.is_leader() {
+        return agent
+            .raft
+            .ensure_linearizable()
+            .await
+            .map(|_| ())
+            .map_err(|e| Status::unavailable(format!("cannot confirm leadership: {e}")));
+    }
+    let Some((_, addr)) = agent.leader() else {
+        return Err(status::not_leader(None));
+    };
+    let mut client = agent
+        .connector
+        .raft_client(&addr)
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let mut req = Request::new(ReadIndexRequest {});
+    req.set_timeout(agent.config.raft.rpc_timeout.0 * 2);
+    let index = client.read_index(req).await?.into_inner().read_index;
+    agent
+        .raft
+        .wait(Some(agent.config.raft.propose_timeout.0))
+        .applied_index_at_least(Some(index), "linearizable read")
+        .await
+        .map_err(|e| Status::unavailable(format!("this node did not catch up to index {index}: {e}")))?;
     Ok(())
 }

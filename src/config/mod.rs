@@ -14,6 +14,12 @@ use serde::{Deserialize, Deserializer};
 
 use crate::types::NodeId;
 
+mod pools;
+
+pub use pools::{
+    Check, CheckConfig, ControlConfig, EndpointConfig, EndpointSpec, HttpCheck, PoolConfig, ProbeDefaults,
+};
+
 /// A configuration problem, always naming the file and, where there is one, the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -122,6 +128,16 @@ pub struct Config {
     pub members: Vec<MemberConfig>,
     #[serde(default)]
     pub raft: RaftConfig,
+    /// Probe defaults shared by every pool.
+    #[serde(default)]
+    pub probe: ProbeDefaults,
+    /// Monitored endpoints, grouped by the DNS hostnames they serve.
+    #[serde(default)]
+    pub pools: Vec<PoolConfig>,
+    /// Targets this agent probes to judge its own network; when it cannot
+    /// reach a majority of them it abstains instead of reporting endpoints down.
+    #[serde(default)]
+    pub control: Vec<ControlConfig>,
 
     /// The file this configuration was read from, for error messages.
     #[serde(skip)]
@@ -198,7 +214,7 @@ impl Config {
         })
     }
 
-    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+    pub(crate) fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             file: self.source.clone(),
             key: key.to_string(),
@@ -256,6 +272,7 @@ impl Config {
             }
         }
         self.validate_raft()?;
+        self.validate_probes()?;
         self.check_data_dir()
     }
 

@@ -1,0 +1,91 @@
+//! Probes: one check of one endpoint (ICMP echo, TCP connect, HTTP request),
+//! and the scheduler that runs them for every endpoint once per interval.
+
+mod http;
+pub mod icmp;
+pub mod scheduler;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{Check, EndpointSpec};
+use crate::detect::Outcome;
+
+pub use scheduler::{EndpointView, LocalView, Scheduler};
+
+/// What probes share: the ICMP sockets and the HTTP clients.
+pub struct Probers {
+    pub pinger: Arc<icmp::Pinger>,
+    http: http::Clients,
+}
+
+impl Probers {
+    /// Opens the ICMP sockets (logging which kind is used) and prepares HTTP clients.
+    pub async fn new() -> Probers {
+        let pinger = Arc::new(icmp::Pinger::new().await);
+        Probers {
+            pinger,
+            http: http::Clients::default(),
+        }
+    }
+
+    /// Prepares the probe of one endpoint.
+    pub fn probe_for(&self, spec: &EndpointSpec) -> Result<Probe, String> {
+        let kind = match &spec.check {
+            Check::Icmp => ProbeKind::Icmp(self.pinger.clone()),
+            Check::Tcp { port } => ProbeKind::Tcp(SocketAddr::new(spec.addr, *port)),
+            Check::Http(h) => ProbeKind::Http(self.http.request_for(spec.addr, h)?),
+        };
+        Ok(Probe {
+            addr: spec.addr,
+            timeout: spec.timeout,
+            kind,
+        })
+    }
+}
+
+enum ProbeKind {
+    Icmp(Arc<icmp::Pinger>),
+    Tcp(SocketAddr),
+    Http(http::HttpProbe),
+}
+
+/// A ready-to-run check of one endpoint.
+pub struct Probe {
+    addr: std::net::IpAddr,
+    timeout: Duration,
+    kind: ProbeKind,
+}
+
+impl Probe {
+    /// Runs the check once; a check that exceeds the timeout is a failure that says so.
+    pub async fn run(&self) -> Outcome {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.timeout, self.attempt()).await;
+        let rtt = started.elapsed();
+        match result {
+            Ok(Ok(())) => Outcome::success(rtt),
+            Ok(Err(e)) => Outcome::failure(rtt, e),
+            Err(_) => Outcome::failure(
+                rtt,
+                format!("timed out after {}", humantime::format_duration(self.timeout)),
+            ),
+        }
+    }
+
+    async fn attempt(&self) -> Result<(), String> {
+        match &self.kind {
+            ProbeKind::Icmp(p) => p
+                .ping(self.addr, self.timeout)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            ProbeKind::Tcp(sa) => tokio::net::TcpStream::connect(sa)
+                .await
+                .map(drop)
+                .map_err(|e| format!("tcp connect to {sa}: {e}")),
+            ProbeKind::Http(h) => h.run().await,
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The probe scheduler: every endpoint is probed once per interval, each on
+//! its own task with a fixed phase inside the interval, so probes spread
+//! evenly instead of firing in bursts. A semaphore bounds probes in flight;
+//! each probe has its own timeout, so a slow endpoint never delays another.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::Probers;
+use crate::config::EndpointSpec;
+use crate::detect::{Detector, Evidence, Health, Transition};
+
+/// This agent's current view of one endpoint.
+#[derive(Clone, Debug)]
+pub struct EndpointView {
+    pub spec: EndpointSpec,
+    pub state: Health,
+    pub evidence: Evidence,
+    /// When the last probe finished.
+    pub last_probe: Option<Instant>,
+}
+
+/// The views of every endpoint this scheduler probes, by endpoint id.
+pub type LocalView = Arc<RwLock<BTreeMap<String, EndpointView>>>;
+
+/// A transition of one endpoint's local view.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub endpoint: String,
+    pub transition: Transition,
+}
+
+/// Running probe tasks; they stop when this is dropped.
+pub struct Scheduler {
+    pub view: LocalView,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// FNV-1a, to derive a stable phase per (agent, endpoint).
+fn phase_hash(seed: u64, id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for b in id.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Where in the interval an endpoint's probes fire. Seeding with the agent id
+/// also keeps different agents from probing an endpoint at the same instant.
+pub fn phase(seed: u64, id: &str, interval: Duration) -> Duration {
+    let frac = (phase_hash(seed, id) % 1_000_000) as f64 / 1_000_000.0;
+    interval.mul_f64(frac)
+}
+
+impl Scheduler {
+    /// Starts one task per endpoint; transitions are sent on `events`.
+    pub fn start(
+        seed: u64,
+        specs: &[EndpointSpec],
+        probers: &Probers,
+        max_concurrency: usize,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Result<Scheduler, String> {
+        let limit = Arc::new(Semaphore::new(max_concurrency.max(1)));
+        let view: LocalView = Arc::new(RwLock::new(
+            specs
+                .iter()
+                .map(|s| {
+                    (
+                        s.id.clone(),
+                        EndpointView {
+                            spec: s.clone(),
+                            state: Health::Unknown,
+                            evidence: Evidence::default(),
+                            last_probe: None,
+                        },
+                    )
+                })
+                .collect(),
+        ));
+        let mut tasks = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let probe = probers
+                .probe_for(spec)
+                .map_err(|e| format!("endpoint {}: {e}", spec.id))?;
+            let start = tokio::time::Instant::now() + phase(seed, &spec.id, spec.interval);
+            let (id, interval, limit, view, events) = (
+                spec.id.clone(),
+                spec.interval,
+                limit.clone(),
+                view.clone(),
+                events.clone(),
+            );
+            let mut detector = Detector::new(spec.fall, spec.rise);
+            tasks.push(tokio::spawn(async move {
+                let mut ticker = tokio::time::interval_at(start, interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticker.tick().await;
+                    let outcome = {
+                        let Ok(_permit) = limit.acquire().await else { return };
+                        probe.run().await
+                    };
+                    let transition = detector.record(&outcome);
+                    if let Ok(mut v) = view.write() {
+                        if let Some(e) = v.get_mut(&id) {
+                            e.state = detector.state();
+                            e.evidence = detector.evidence().clone();
+                            e.last_probe = Some(Instant::now());
+                        }
+                    }
+                    if let Some(transition) = transition {
+                        tracing::info!(endpoint = %id, from = transition.from.as_str(), to = transition.to.as_str(),
+                            error = transition.evidence.last_error.as_deref().unwrap_or(""), "local view changed");
+                        if events
+                            .send(Event {
+                                endpoint: id.clone(),
+                                transition,
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }));
+        }
+        Ok(Scheduler { view, tasks })
+    }
+
+    /// Current state of every endpoint.
+    pub fn states(&self) -> BTreeMap<String, Health> {
+        self.view
+            .read()
+            .map(|v| v.iter().map(|(k, e)| (k.clone(), e.state)).collect())
+            .unwrap_or_default()
+    }
+}

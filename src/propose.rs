@@ -1,0 +1,237 @@
+//! The proposer: turns local transitions into log entries.
+//!
+//! Transitions seen within `batch_window` share one `Observe` entry; a
+//! `Heartbeat` with the full view goes out every `heartbeat`. A proposal that
+//! fails (no leader, say) is kept and retried, merged with newer transitions,
+//! so nothing is lost; each attempt gets a fresh sequence number, so a retry
+//! of an entry that did commit is harmless. Nothing is proposed while nothing
+//! changes, except heartbeats.
+//!
+//! Self-health: the agent probes its control targets with the same scheduler.
+//! When it cannot reach a majority of them, its own network is suspect: it
+//! proposes that it abstains, holds its endpoint transitions back, and sends
+//! its full view again once it recovers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::agent::Agent;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::detect::Health;
+use crate::probe::scheduler::Event;
+use crate::probe::{LocalView, Probers, Scheduler};
+use crate::types::{Change, Command, Seq};
+
+/// The running probes and proposer of one agent; stop when dropped.
+pub struct Observer {
+    pub endpoints: Scheduler,
+    pub control: Scheduler,
+    /// Whether this agent currently abstains.
+    pub abstaining: watch::Receiver<bool>,
+    /// How ICMP probes are sent (datagram or raw sockets, per family).
+    pub icmp: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Failure to start the probes.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ObserverError {
+    file: String,
+    message: String,
+}
+
+impl Observer {
+    /// Starts probing every configured endpoint and control target, and the proposer.
+    pub async fn start(agent: Arc<Agent>, clock: Arc<dyn Clock>) -> Result<Observer, ObserverError> {
+        let config: &Config = &agent.config;
+        let err = |message: String| ObserverError {
+            file: config.source.clone(),
+            message,
+        };
+        let specs = config.endpoints().map_err(|e| err(e.to_string()))?;
+        let control = config.control_targets().map_err(|e| err(e.to_string()))?;
+        let probers = Probers::new().await;
+        let icmp = probers.pinger.describe();
+        tracing::info!("{icmp}");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ctx, crx) = mpsc::unbounded_channel();
+        let d = &config.probe;
+        let endpoints = Scheduler::start(agent.id, &specs, &probers, d.max_concurrency, tx).map_err(err)?;
+        let control_sched = Scheduler::start(agent.id, &control, &probers, d.max_concurrency, ctx).map_err(err)?;
+        let (abstain_tx, abstaining) = watch::channel(false);
+        let proposer = Proposer {
+            agent: agent.clone(),
+            seq: Seq {
+                boot: clock.now_ms(),
+                n: 0,
+            },
+            view: endpoints.view.clone(),
+            control: control_sched.view.clone(),
+            abstain: abstain_tx,
+            heartbeat: d.heartbeat.0,
+            batch_window: d.batch_window.0,
+        };
+        let task = tokio::spawn(proposer.run(rx, crx));
+        tracing::info!(endpoints = specs.len(), control = control.len(), "probing started");
+        Ok(Observer {
+            endpoints,
+            control: control_sched,
+            abstaining,
+            icmp,
+            task,
+        })
+    }
+}
+
+struct Proposer {
+    agent: Arc<Agent>,
+    seq: Seq,
+    view: LocalView,
+    control: LocalView,
+    abstain: watch::Sender<bool>,
+    heartbeat: Duration,
+    batch_window: Duration,
+}
+
+/// True when fewer than a majority of the control targets are reachable.
+/// A target not yet probed `fall` times counts as reachable.
+fn cannot_reach_majority(control: &LocalView) -> bool {
+    let Ok(v) = control.read() else { return false };
+    let n = v.len();
+    if n == 0 {
+        return false;
+    }
+    let reachable = v.values().filter(|e| e.state != Health::Down).count();
+    reachable < n / 2 + 1
+}
+
+impl Proposer {
+    fn next_seq(&mut self) -> Seq {
+        self.seq.n += 1;
+        self.seq
+    }
+
+    fn abstaining(&self) -> bool {
+        *self.abstain.borrow()
+    }
+
+    async fn propose(&mut self, command: Command) -> bool {
+        match self.agent.propose(command).await {
+            Ok(c) if c.reply.accepted => true,
+            Ok(c) => {
+                // The state machine refused it (e.g. stale sequence); a fresh one will do.
+                tracing::warn!("report refused by the state machine: {}", c.reply.detail);
+                false
+            }
+            Err(e) => {
+                tracing::warn!("report not committed, will retry: {e}");
+                false
+            }
+        }
+    }
+
+    fn heartbeat_command(&mut self) -> Command {
+        let (mut up, mut down, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+        let abstain = self.abstaining();
+        if !abstain {
+            if let Ok(v) = self.view.read() {
+                for (id, e) in v.iter() {
+                    match e.state {
+                        Health::Up => up.push(id.clone()),
+                        Health::Down => down.push(id.clone()),
+                        Health::Unknown => unknown.push(id.clone()),
+                    }
+                }
+            }
+        }
+        Command::Heartbeat {
+            agent: self.agent.id,
+            seq: self.next_seq(),
+            abstain,
+            up,
+            down,
+            unknown,
+        }
+    }
+
+    async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>, mut control: mpsc::UnboundedReceiver<Event>) {
+        let mut pending: BTreeMap<String, Change> = BTreeMap::new();
+        // The abstain flag changed and the log does not know yet.
+        let mut abstain_dirty = false;
+        let mut heartbeat_due = false;
+        let mut ticker = tokio::time::interval(self.heartbeat);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failed = false;
+        loop {
+            tokio::select! {
+                ev = events.recv() => {
+                    let Some(ev) = ev else { return };
+                    // Let a burst of transitions land in one entry.
+                    tokio::time::sleep(self.batch_window).await;
+                    for ev in std::iter::once(ev).chain(std::iter::from_fn(|| events.try_recv().ok())) {
+                        pending.insert(ev.endpoint.clone(), Change {
+                            endpoint: ev.endpoint,
+                            status: ev.transition.to,
+                            evidence: ev.transition.evidence,
+                        });
+                    }
+                }
+                ev = control.recv() => {
+                    if ev.is_none() { return };
+                    while control.try_recv().is_ok() {}
+                    let now = cannot_reach_majority(&self.control);
+                    if now != self.abstaining() {
+                        tracing::warn!(abstain = now, "control targets {}: {}",
+                            if now { "mostly unreachable" } else { "reachable again" },
+                            if now { "abstaining, this agent's network is suspect" } else { "reporting again" });
+                        self.abstain.send_replace(now);
+                        abstain_dirty = true;
+                        // On recovery the full view goes out at once.
+                        heartbeat_due = !now;
+                    }
+                }
+                _ = ticker.tick() => heartbeat_due = true,
+                _ = tokio::time::sleep(Duration::from_millis(500)), if failed => {}
+            }
+            failed = false;
+            if heartbeat_due || abstain_dirty && self.abstaining() {
+                let hb = self.heartbeat_command();
+                if self.propose(hb).await {
+                    heartbeat_due = false;
+                    abstain_dirty = false;
+                    if !self.abstaining() {
+                        // The full view supersedes what was pending.
+                        pending.clear();
+                    }
+                } else {
+                    failed = true;
+                }
+            }
+            if !pending.is_empty() && !self.abstaining() {
+                let command = Command::Observe {
+                    agent: self.agent.id,
+                    seq: self.next_seq(),
+                    abstain: false,
+                    changes: pending.values().cloned().collect(),
+                };
+                if self.propose(command).await {
+                    pending.clear();
+                    abstain_dirty = false;
+                } else {
+                    failed = true;
+                }
+            }
+        }
+    }
+}
