@@ -177,11 +177,15 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             cmd: ConfigCmd::Check { file },
         } => {
             let c = load(&file)?;
+            let endpoints = c.endpoints().map(|e| e.len()).unwrap_or(0);
             println!(
-                "{}: ok (node {}, {} members, data_dir {})",
+                "{}: ok (node {}, {} members, {} endpoints in {} pools, {} control targets, data_dir {})",
                 file.display(),
                 c.node_id,
                 c.members.len(),
+                endpoints,
+                c.pools.len(),
+                c.control.len(),
                 c.data_dir.display()
             );
             Ok(())

@@ -116,6 +116,14 @@ fn cannot_reach_majority(control: &LocalView) -> bool {
     reachable < n / 2 + 1
 }
 
+/// True while some control target is failing but not yet decided down: the
+/// agent's own network may be breaking, so a fresh "down" waits until the
+/// control view settles (abstain, or all clear).
+fn control_in_doubt(control: &LocalView) -> bool {
+    let Ok(v) = control.read() else { return false };
+    v.values().any(|e| e.state != Health::Down && e.evidence.failures > 0)
+}
+
 impl Proposer {
     fn next_seq(&mut self) -> Seq {
         self.seq.n += 1;
@@ -173,10 +181,14 @@ impl Proposer {
         let mut ticker = tokio::time::interval(self.heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failed = false;
+        // Down transitions wait while the control targets are in doubt.
+        let mut held = false;
+        let (mut events_open, mut control_open) = (true, true);
         loop {
             tokio::select! {
-                ev = events.recv() => {
-                    let Some(ev) = ev else { return };
+                ev = events.recv(), if events_open => {
+                    // No endpoints (or probes stopped): keep sending heartbeats.
+                    let Some(ev) = ev else { events_open = false; continue };
                     // Let a burst of transitions land in one entry.
                     tokio::time::sleep(self.batch_window).await;
                     for ev in std::iter::once(ev).chain(std::iter::from_fn(|| events.try_recv().ok())) {
@@ -187,8 +199,9 @@ impl Proposer {
                         });
                     }
                 }
-                ev = control.recv() => {
-                    if ev.is_none() { return };
+                ev = control.recv(), if control_open => {
+                    // No control targets: the agent never abstains.
+                    if ev.is_none() { control_open = false; continue };
                     while control.try_recv().is_ok() {}
                     let now = cannot_reach_majority(&self.control);
                     if now != self.abstaining() {
@@ -203,8 +216,10 @@ impl Proposer {
                 }
                 _ = ticker.tick() => heartbeat_due = true,
                 _ = tokio::time::sleep(Duration::from_millis(500)), if failed => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)), if held => {}
             }
             failed = false;
+            held = false;
             if heartbeat_due || abstain_dirty && self.abstaining() {
                 let hb = self.heartbeat_command();
                 if self.propose(hb).await {
@@ -217,6 +232,11 @@ impl Proposer {
                 } else {
                     failed = true;
                 }
+            }
+            let has_down = pending.values().any(|c| c.status == Health::Down);
+            if has_down && control_in_doubt(&self.control) {
+                held = true;
+                continue;
             }
             if !pending.is_empty() && !self.abstaining() {
                 let command = Command::Observe {

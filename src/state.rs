@@ -34,6 +34,9 @@ pub struct Observation {
     pub index: u64,
     /// Evidence of the transition, when it came with one.
     pub evidence: Option<Evidence>,
+    /// Transitions to down / up this agent reported (heartbeats not counted).
+    pub downs: u64,
+    pub ups: u64,
 }
 
 /// The application state every replica holds.
@@ -151,25 +154,29 @@ impl AppState {
     fn observe(&mut self, endpoint: &str, agent: NodeId, status: Health, evidence: Option<&Evidence>, index: u64) {
         let now = self.log_time_ms;
         let per_agent = self.observations.entry(endpoint.to_string()).or_default();
-        match per_agent.get_mut(&agent) {
-            Some(o) if o.status == status => {
-                o.reported_ms = now;
-                o.index = index;
-                if let Some(e) = evidence {
-                    o.evidence = Some(e.clone());
-                }
-            }
-            _ => {
-                per_agent.insert(
-                    agent,
-                    Observation {
-                        status,
-                        since_ms: now,
-                        reported_ms: now,
-                        index,
-                        evidence: evidence.cloned(),
-                    },
-                );
+        let o = per_agent.entry(agent).or_insert_with(|| Observation {
+            status,
+            since_ms: now,
+            reported_ms: now,
+            index,
+            evidence: None,
+            downs: 0,
+            ups: 0,
+        });
+        if o.status != status {
+            o.status = status;
+            o.since_ms = now;
+            o.evidence = None;
+        }
+        o.reported_ms = now;
+        o.index = index;
+        // Only a reported transition (it carries evidence) counts as one.
+        if let Some(e) = evidence {
+            o.evidence = Some(e.clone());
+            match status {
+                Health::Down => o.downs += 1,
+                Health::Up => o.ups += 1,
+                Health::Unknown => {}
             }
         }
     }
@@ -257,6 +264,7 @@ mod tests {
         assert!(s.apply(4, &observe(2, 2, 6, 400, "web/10.0.0.1", Health::Up)).accepted);
         let o = &s.observations["web/10.0.0.1"][&2];
         assert_eq!((o.status, o.since_ms, o.index), (Health::Up, 400, 4));
+        assert_eq!((o.downs, o.ups), (1, 1));
     }
 
     #[test]

@@ -63,6 +63,32 @@ fn config_errors_name_the_file_and_key() {
         (format!("{GOOD}\n[raft]\nsnapshot_every = 0\n"), "raft.snapshot_every"),
         ("node_id = \"one\"\n".to_string(), "node_id"),
         ("this is [ not toml".to_string(), "node1.toml"),
+        (
+            format!("{GOOD}\n[[pools]]\nname = \"web\"\ncheck = {{ kind = \"tcp\", port = 443 }}\n[[pools.endpoints]]\naddress = \"10.0.0.300\"\n"),
+            "pools[0].endpoints[0].address: expected an IPv4 or IPv6 address",
+        ),
+        (
+            format!("{GOOD}\n[[pools]]\nname = \"web\"\ncheck = {{ kind = \"smtp\" }}\n[[pools.endpoints]]\naddress = \"10.0.0.1\"\n"),
+            "pools[0].check",
+        ),
+        (format!("{GOOD}\n[probe]\nfall = 0\n"), "probe.fall: expected at least 1"),
+        (
+            format!("{GOOD}\n[[pools]]\nname = \"web\"\nfall = 0\ncheck = {{ kind = \"icmp\" }}\n[[pools.endpoints]]\naddress = \"10.0.0.1\"\n"),
+            "pools[0].fall: expected at least 1",
+        ),
+        (format!("{GOOD}\n[probe]\ninterval = \"1s\"\ntimeout = \"2s\"\n"), "probe.timeout: expected a duration greater than zero and at most probe.interval (1s), got 2s"),
+        (
+            format!("{GOOD}\n[[pools]]\nname = \"web\"\ninterval = \"500ms\"\ntimeout = \"700ms\"\ncheck = {{ kind = \"icmp\" }}\n[[pools.endpoints]]\naddress = \"10.0.0.1\"\n"),
+            "pools[0].timeout",
+        ),
+        (
+            format!("{GOOD}\n[[pools]]\nname = \"web\"\ncheck = {{ kind = \"https\", expect_status = [\"2xx\"] }}\n[[pools.endpoints]]\naddress = \"10.0.0.1\"\n"),
+            "pools[0].check.expect_status",
+        ),
+        (
+            format!("{GOOD}\n[[pools]]\nname = \"web\"\n[[pools.endpoints]]\naddress = \"10.0.0.1\"\n"),
+            "pools[0].endpoints[0].check: no check given",
+        ),
     ];
     for (text, key) in cases {
         let (code, err) = check(&text);

@@ -35,13 +35,29 @@ fn propose_many(addr: &str, n: usize, concurrency: usize) {
     });
 }
 
-/// Waits until node `id` reports exactly the application state `want` holds.
+/// Waits until node `id` holds the notes `want` holds and, at the same
+/// applied index, the same state digest as `reference`. Agents keep adding
+/// heartbeats, so the digest is compared between live nodes, not to a copy.
 fn wait_same_state(c: &Cluster, id: u64, want: &serde_json::Value) {
     let ok = wait_for(&format!("node {id} to reach the leader's state"), LONG, || {
         let s = c.try_status(id)?;
-        (s["notes_applied"] == want["notes_applied"] && s["state_digest"] == want["state_digest"]).then_some(())
+        (s["notes_applied"] == want["notes_applied"] && s["last_note"] == want["last_note"]).then_some(())
     });
-    assert!(ok.is_some(), "node {id} did not converge to {want}\n{}", c.logs());
+    assert!(ok.is_some(), "node {id} did not get the notes of {want}\n{}", c.logs());
+    wait_converged(c, &[want["node_id"].as_u64().unwrap(), id]);
+}
+
+/// Waits until `ids` report the same applied index and state digest at one moment.
+fn wait_converged(c: &Cluster, ids: &[u64]) {
+    let ok = wait_for(&format!("nodes {ids:?} to hold identical state"), LONG, || {
+        let states: Vec<_> = ids.iter().map(|id| c.try_status(*id)).collect::<Option<_>>()?;
+        let first = &states[0];
+        states
+            .iter()
+            .all(|s| s["applied_index"] == first["applied_index"] && s["state_digest"] == first["state_digest"])
+            .then_some(())
+    });
+    assert!(ok.is_some(), "nodes {ids:?} never converged\n{}", c.logs());
 }
 
 #[test]

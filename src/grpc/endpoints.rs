@@ -10,7 +10,9 @@ use tonic::{Request, Response, Status};
 use crate::agent::Agent;
 use crate::propose::Observer;
 use crate::proto::v1::endpoints_server::Endpoints;
-use crate::proto::v1::{AgentObservation, EndpointInfo, ListEndpointsRequest, ListEndpointsResponse, LocalProbe};
+use crate::proto::v1::{
+    AgentInfo, AgentObservation, EndpointInfo, ListEndpointsRequest, ListEndpointsResponse, LocalProbe,
+};
 
 pub struct EndpointsService {
     agent: Arc<Agent>,
@@ -84,6 +86,8 @@ impl Endpoints for EndpointsService {
                                         .unwrap_or_default(),
                                     last_rtt_us: o.evidence.as_ref().and_then(|e| e.last_rtt_us),
                                     abstaining: app.agents.get(agent).map(|a| a.abstain).unwrap_or(false),
+                                    downs: o.downs,
+                                    ups: o.ups,
                                 })
                                 .collect()
                         })
@@ -98,6 +102,18 @@ impl Endpoints for EndpointsService {
             icmp: self.observer.icmp.clone(),
             endpoints,
             linearizable,
+            agents: app
+                .agents
+                .iter()
+                .map(|(id, a)| AgentInfo {
+                    agent: *id,
+                    last_seen_ms: a.last_seen_ms,
+                    age_ms: app.log_time_ms.saturating_sub(a.last_seen_ms),
+                    abstaining: a.abstain,
+                    seq_boot: a.last_seq.boot,
+                    seq_n: a.last_seq.n,
+                })
+                .collect(),
         }))
     }
 }

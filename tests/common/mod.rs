@@ -32,6 +32,8 @@ pub struct Cluster {
     pub nodes: BTreeMap<u64, Node>,
     /// Extra TOML appended to every node's `[raft]` table.
     raft_extra: String,
+    /// Extra TOML tables per node (probes, pools, control targets).
+    extra: Box<dyn Fn(u64) -> String>,
 }
 
 pub fn addr(net: u8, id: u64) -> String {
@@ -41,12 +43,18 @@ pub fn addr(net: u8, id: u64) -> String {
 impl Cluster {
     /// Writes configs for nodes `1..=voters` (the bootstrap members); starts nothing.
     pub fn new(net: u8, voters: u64, raft_extra: &str) -> Cluster {
+        Cluster::with_extra(net, voters, raft_extra, |_| String::new())
+    }
+
+    /// Like [`Cluster::new`], with `extra(id)` appended to node `id`'s config.
+    pub fn with_extra(net: u8, voters: u64, raft_extra: &str, extra: impl Fn(u64) -> String + 'static) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut c = Cluster {
             dir,
             net,
             nodes: BTreeMap::new(),
             raft_extra: raft_extra.to_string(),
+            extra: Box::new(extra),
         };
         for id in 1..=voters {
             c.add_config(id, voters);
@@ -62,7 +70,7 @@ impl Cluster {
         for m in 1..=members {
             text += &format!("[[members]]\nid = {m}\naddr = \"{}\"\n\n", self::addr(self.net, m));
         }
-        text += &format!("[raft]\n{}\n", self.raft_extra);
+        text += &format!("[raft]\n{}\n\n{}\n", self.raft_extra, (self.extra)(id));
         let config = self.dir.path().join(format!("node{id}.toml"));
         fs::write(&config, text).expect("write config");
         let log = self.dir.path().join(format!("node{id}.log"));
@@ -187,6 +195,15 @@ impl Cluster {
             (leaders.iter().all(|l| *l == first) && ids.contains(&first)).then_some(first)
         })
         .unwrap_or_else(|| panic!("no agreed leader\n{}", self.logs()))
+    }
+
+    /// `vantage endpoints --json` of node `id`, or None when it does not answer.
+    pub fn endpoints(&self, id: u64) -> Option<Value> {
+        let out = cli(&["endpoints", "--addr", self.addr(id), "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
     }
 
     /// Commits a note through node `id`.
