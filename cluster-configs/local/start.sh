@@ -18,5 +18,5 @@ done
 echo
 "$bin" cluster status --addr 127.0.0.1:7102
 echo
-echo "Try: $bin cluster note --addr 127.0.0.1:7103 hello; kill one agent (data/nodeN.pid) and watch"
+echo "Try: $bin endpoints --addr 127.0.0.1:7101; kill one agent (data/nodeN.pid) and watch"
 echo "     $bin cluster status --addr 127.0.0.1:7101. Stop all with $here/stop.sh"
