@@ -513,3 +513,118 @@ fn thousand_endpoints_spread_across_the_interval_and_only_heartbeats_reach_the_l
         .sum();
     assert_eq!(downs, 0);
 }
+
+/// Serves HTTPS with a fresh self-signed certificate for `vantage.test`.
+fn start_tls_server(dir: &std::path::Path) -> SocketAddr {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=vantage.test",
+            "-addext",
+            "subjectAltName=DNS:vantage.test",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("this test needs the openssl command (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.45.200:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that rejects the certificate aborts the handshake: fine.
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 2048];
+                    let _ = tls.read(&mut buf).await;
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                        .await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+    });
+    addr
+}
+
+#[test]
+fn https_verifies_certificates_unless_told_not_to() {
+    let certs = tempfile::tempdir().unwrap();
+    let addr = start_tls_server(certs.path());
+    let port = addr.port();
+    let pools = format!(
+        "{FAST_PROBES}\n{}{}{}",
+        pool(
+            "strict",
+            "127.0.45.200",
+            &format!("{{ kind = \"https\", port = {port} }}")
+        ),
+        pool(
+            "insecure",
+            "127.0.45.200",
+            &format!("{{ kind = \"https\", port = {port}, tls_verify = false }}")
+        ),
+        pool(
+            "named",
+            "127.0.45.200",
+            &format!("{{ kind = \"https\", port = {port}, host = \"vantage.test\", tls_verify = false }}")
+        ),
+    );
+    let mut c = Cluster::with_extra(45, 1, "", move |_| pools.clone());
+    c.start(1);
+    c.bootstrap();
+    c.wait_leader(&[1], LONG);
+    wait_observed(&c, &[1], "insecure/127.0.45.200", "up", 0, 1);
+    wait_observed(&c, &[1], "named/127.0.45.200", "up", 0, 1);
+    wait_observed(&c, &[1], "strict/127.0.45.200", "down", 1, 0);
+    let o = observation(&c, 1, "strict/127.0.45.200", 1).unwrap();
+    assert!(
+        o["last_error"].as_str().unwrap().to_lowercase().contains("certificate"),
+        "{o}"
+    );
+}
