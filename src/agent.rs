@@ -41,6 +41,8 @@ pub enum ProposeError {
     NotLeader { leader: Option<NodeId> },
     #[error("refused: {0}")]
     Refused(String),
+    #[error("not ready: {0}")]
+    NotReady(String),
     #[error("Raft stopped: {0}")]
     Fatal(String),
 }
@@ -168,7 +170,9 @@ impl Agent {
             };
             match attempt {
                 Ok(c) => return Ok(c),
-                Err(e @ (ProposeError::Refused(_) | ProposeError::Fatal(_))) => return Err(e),
+                Err(e @ (ProposeError::Refused(_) | ProposeError::Fatal(_) | ProposeError::NotReady(_))) => {
+                    return Err(e)
+                }
                 Err(e) => last = e.to_string(),
             }
             if Instant::now() >= deadline {
@@ -188,8 +192,42 @@ impl Agent {
         }
     }
 
+    /// Refuses, before it reaches the log, a command the state machine would
+    /// ignore: a report for another agent, from a non-voter, or about an
+    /// endpoint that is not in the catalog; a catalog from anyone but the leader.
+    async fn check_proposal(&self, origin: NodeId, command: &Command) -> Result<(), ProposeError> {
+        let refuse = |m: String| Err(ProposeError::Refused(m));
+        match command {
+            Command::Note { .. } => Ok(()),
+            Command::Catalog(_) if origin != self.id => refuse(format!(
+                "node {origin} proposed a catalog; only the leader proposes the catalog, from its configuration"
+            )),
+            Command::Catalog(_) => Ok(()),
+            Command::Observe { agent, .. } | Command::Heartbeat { agent, .. } => {
+                if *agent != origin {
+                    return refuse(format!("report claims agent {agent} but was proposed by node {origin}"));
+                }
+                let (_, voters) = self.members();
+                if !voters.contains(&origin) {
+                    return refuse(format!("node {origin} is not a voter; its observations do not count"));
+                }
+                let sm = self.sm.read().await;
+                if sm.app.catalog.is_none() {
+                    return Err(ProposeError::NotReady("no catalog is committed yet".into()));
+                }
+                if let Command::Observe { changes, .. } = command {
+                    if let Some(c) = changes.iter().find(|c| !sm.app.endpoints.contains_key(&c.endpoint)) {
+                        return refuse(format!("endpoint {} is not in the catalog", c.endpoint));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Stamps and commits a command on this node, which must be the leader.
     pub(crate) async fn propose_as_leader(&self, origin: NodeId, command: Command) -> Result<Committed, ProposeError> {
+        self.check_proposal(origin, &command).await?;
         let log_time_ms = self.stamp().await;
         let proposal = Proposal {
             origin,
@@ -330,5 +368,34 @@ impl Agent {
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let nodes = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
         (nodes, voters)
+    }
+}
+
+/// While this node leads, keeps the replicated catalog equal to the one its
+/// configuration describes: proposes it on taking office and whenever they differ.
+pub async fn maintain_catalog(agent: Arc<Agent>) {
+    let Ok(wanted) = agent.config.catalog() else { return };
+    let mut metrics = agent.raft.metrics();
+    loop {
+        if agent.is_leader() {
+            let current = agent.sm.read().await.app.catalog.clone();
+            if current.as_ref() != Some(&wanted) {
+                match agent
+                    .propose_as_leader(agent.id, Command::Catalog(wanted.clone()))
+                    .await
+                {
+                    Ok(_) => tracing::info!(
+                        endpoints = wanted.pools.iter().map(|p| p.endpoints.len()).sum::<usize>(),
+                        "catalog committed from this leader's configuration"
+                    ),
+                    Err(e) => tracing::warn!("could not commit the catalog: {e}"),
+                }
+            }
+        }
+        // Re-check on any Raft state change, and at least every second.
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }

@@ -16,6 +16,7 @@
 //! - [`types`]: the Raft type configuration and the log payload ([`types::Command`]).
 //! - [`store`]: sled storage for the log, vote, committed pointer and snapshots.
 //! - [`state`]: the replicated application state, applied deterministically.
+//! - [`decide`]: which observations count, the quorum rule and the DNS guards.
 //! - [`network`]: outgoing gRPC to peers (channel cache, openraft network).
 //! - [`grpc`]: incoming gRPC: the internal Raft service, the `vantage.v1`
 //!   admin API and server reflection.
@@ -32,6 +33,7 @@ pub mod agent;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod decide;
 pub mod detect;
 pub mod grpc;
 pub mod network;
@@ -76,9 +78,11 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let agent = Agent::start(config, connector, clock.clone()).await?;
     tracing::info!(node = agent.id, addr = %agent.addr, "agent started");
+    let catalog = tokio::spawn(agent::maintain_catalog(agent.clone()));
     let observer = Arc::new(propose::Observer::start(agent.clone(), clock).await?);
     let served = grpc::serve(agent.clone(), observer, listener, shutdown).await;
     tracing::info!(node = agent.id, "shutting down");
+    catalog.abort();
     if let Err(e) = agent.raft.shutdown().await {
         tracing::warn!("Raft did not stop cleanly: {e}");
     }

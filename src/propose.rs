@@ -134,16 +134,22 @@ impl Proposer {
         *self.abstain.borrow()
     }
 
+    /// Proposes a report. Returns false when it should be retried; a report
+    /// the leader refuses for good is logged and dropped (true).
     async fn propose(&mut self, command: Command) -> bool {
         match self.agent.propose(command).await {
             Ok(c) if c.reply.accepted => true,
             Ok(c) => {
-                // The state machine refused it (e.g. stale sequence); a fresh one will do.
-                tracing::warn!("report refused by the state machine: {}", c.reply.detail);
+                // The state machine ignored it (e.g. stale sequence); a fresh one will do.
+                tracing::warn!("report ignored by the state machine: {}", c.reply.detail);
                 false
             }
+            Err(crate::agent::ProposeError::Refused(why)) => {
+                tracing::error!("report refused by the leader, dropped: {why}");
+                true
+            }
             Err(e) => {
-                tracing::warn!("report not committed, will retry: {e}");
+                tracing::debug!("report not committed yet, will retry: {e}");
                 false
             }
         }
@@ -239,6 +245,17 @@ impl Proposer {
                 continue;
             }
             if !pending.is_empty() && !self.abstaining() {
+                // Endpoints the replicated catalog does not list (this agent's
+                // configuration differs from the leader's) are not reported.
+                {
+                    let sm = self.agent.sm.read().await;
+                    if sm.app.catalog.is_some() {
+                        pending.retain(|id, _| sm.app.endpoints.contains_key(id));
+                    }
+                }
+                if pending.is_empty() {
+                    continue;
+                }
                 let command = Command::Observe {
                     agent: self.agent.id,
                     seq: self.next_seq(),

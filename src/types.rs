@@ -5,6 +5,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
+use crate::decide::Decision;
 use crate::detect::{Evidence, Health};
 
 /// A Raft node id.
@@ -61,12 +62,46 @@ pub struct Change {
     pub evidence: Evidence,
 }
 
+/// One endpoint of the replicated catalog.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogEndpoint {
+    /// `pool/address`.
+    pub id: String,
+    /// IPv4 or IPv6 address: the A or AAAA record content.
+    pub address: String,
+}
+
+/// A pool of the replicated catalog.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogPool {
+    pub name: String,
+    pub hostnames: Vec<String>,
+    pub min_healthy: u32,
+    pub endpoints: Vec<CatalogEndpoint>,
+}
+
+/// What the decision is about and how it is made: proposed by the leader from
+/// its configuration, so every replica decides from the same facts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Catalog {
+    pub quorum: Option<u32>,
+    pub observation_ttl_ms: u64,
+    pub initial: Decision,
+    pub panic_threshold_ppm: u32,
+    pub panic_window_ms: u64,
+    pub hold_down_ms: u64,
+    pub history_limit: u32,
+    pub pools: Vec<CatalogPool>,
+}
+
 /// An application command, as proposed by an agent or an operator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Command {
     /// A free-text operator note, replicated and counted; proves the log works end to end.
     Note { text: String },
+    /// The endpoints and decision settings, from the leader's configuration.
+    Catalog(Catalog),
     /// Transitions of an agent's local view, batched.
     Observe {
         /// The reporting agent; must be the node that proposed the entry.
@@ -93,7 +128,7 @@ impl Command {
     /// The agent a command speaks for, if it is an agent report.
     pub fn agent(&self) -> Option<NodeId> {
         match self {
-            Command::Note { .. } => None,
+            Command::Note { .. } | Command::Catalog(_) => None,
             Command::Observe { agent, .. } | Command::Heartbeat { agent, .. } => Some(*agent),
         }
     }

@@ -17,7 +17,8 @@ use crate::types::NodeId;
 mod pools;
 
 pub use pools::{
-    Check, CheckConfig, ControlConfig, EndpointConfig, EndpointSpec, HttpCheck, PoolConfig, ProbeDefaults,
+    Check, CheckConfig, ControlConfig, DecisionConfig, EndpointConfig, EndpointSpec, HttpCheck, PoolConfig,
+    ProbeDefaults,
 };
 
 /// A configuration problem, always naming the file and, where there is one, the key.
@@ -138,6 +139,9 @@ pub struct Config {
     /// reach a majority of them it abstains instead of reporting endpoints down.
     #[serde(default)]
     pub control: Vec<ControlConfig>,
+    /// The quorum rule and its guards.
+    #[serde(default)]
+    pub decision: DecisionConfig,
 
     /// The file this configuration was read from, for error messages.
     #[serde(skip)]

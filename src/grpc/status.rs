@@ -30,7 +30,9 @@ pub fn not_leader(leader: Option<(NodeId, String)>) -> Status {
 
 pub fn propose(e: ProposeError) -> Status {
     match e {
-        ProposeError::NoLeader { .. } | ProposeError::NotLeader { .. } => Status::unavailable(e.to_string()),
+        ProposeError::NoLeader { .. } | ProposeError::NotLeader { .. } | ProposeError::NotReady(_) => {
+            Status::unavailable(e.to_string())
+        }
         ProposeError::Refused(m) => Status::failed_precondition(m),
         ProposeError::Fatal(m) => Status::internal(m),
     }

@@ -1,6 +1,7 @@
 //! The state machine store: applies committed entries to [`AppState`], builds
 //! snapshots and persists the latest one in sled.
 
+use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::SharedSm;
 use crate::state::AppState;
-use crate::types::{Entry, LogId, Reply, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::types::{Entry, LogId, NodeId, Reply, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 const SNAP_META: &[u8] = b"meta";
 const SNAP_DATA: &[u8] = b"data";
@@ -32,6 +33,8 @@ pub struct StateMachineStore {
     db: sled::Db,
     /// Distinguishes snapshots built at the same log id.
     built: Arc<AtomicU64>,
+    /// Notified after every applied batch (history watchers wait on it).
+    applied: Arc<tokio::sync::Notify>,
 }
 
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -57,6 +60,7 @@ impl StateMachineStore {
             snapshots,
             db,
             built: Arc::new(AtomicU64::new(0)),
+            applied: Arc::new(tokio::sync::Notify::new()),
         };
         if let Some((meta, bytes)) = store.load_snapshot().map_err(|e| e.to_string())? {
             let restored = Self::restore(&meta, &bytes).map_err(|e| e.to_string())?;
@@ -68,6 +72,11 @@ impl StateMachineStore {
     /// The state shared with the query path.
     pub fn shared(&self) -> SharedSm {
         self.data.clone()
+    }
+
+    /// Notified after every applied batch of entries.
+    pub fn applied_notify(&self) -> Arc<tokio::sync::Notify> {
+        self.applied.clone()
     }
 
     fn restore(meta: &SnapshotMeta, bytes: &[u8]) -> Result<SmData, serde_json::Error> {
@@ -146,6 +155,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut sm = self.data.write().await;
         let mut replies = Vec::new();
+        let mut voters: BTreeSet<NodeId> = sm.last_membership.membership().voter_ids().collect();
         for entry in entries {
             sm.last_applied = Some(entry.log_id);
             let reply = match entry.payload {
@@ -154,9 +164,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     accepted: true,
                     detail: "blank".into(),
                 },
-                EntryPayload::Normal(p) => sm.app.apply(entry.log_id.index, &p),
+                EntryPayload::Normal(p) => sm.app.apply(entry.log_id.index, &p, &voters),
                 EntryPayload::Membership(m) => {
                     sm.last_membership = StoredMembership::new(Some(entry.log_id), m);
+                    voters = sm.last_membership.membership().voter_ids().collect();
+                    sm.app.membership_changed(entry.log_id.index, &voters);
                     Reply {
                         log_time_ms: sm.app.log_time_ms,
                         accepted: true,
@@ -166,6 +178,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             };
             replies.push(reply);
         }
+        drop(sm);
+        // Wake watchers of the audit history.
+        self.applied.notify_waiters();
         Ok(replies)
     }
 
@@ -186,6 +201,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let restored = Self::restore(meta, &bytes).map_err(sm_err)?;
         self.save_snapshot(meta, &bytes).await?;
         *self.data.write().await = restored;
+        self.applied.notify_waiters();
         Ok(())
     }
 
