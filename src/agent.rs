@@ -73,6 +73,8 @@ pub struct Agent {
     pub sm: SharedSm,
     /// Last committed index persisted by the log store.
     committed: Arc<AtomicU64>,
+    /// Notified after every batch the state machine applies.
+    pub applied: Arc<tokio::sync::Notify>,
     pub connector: Connector,
     clock: Arc<dyn Clock>,
     /// Last stamp handed out, so log time never goes back on this leader.
@@ -88,6 +90,7 @@ impl Agent {
     pub async fn start(config: Config, connector: Connector, clock: Arc<dyn Clock>) -> Result<Arc<Agent>, StartError> {
         let (log, sm) = store::open(&config.data_dir)?;
         let shared = sm.shared();
+        let applied = sm.applied_notify();
         let committed = log.committed_index();
         let r = &config.raft;
         let raft_config = openraft::Config {
@@ -119,6 +122,7 @@ impl Agent {
             config: Arc::new(config),
             sm: shared,
             committed,
+            applied,
             connector,
             clock,
             last_stamp: Mutex::new(0),

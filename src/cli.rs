@@ -17,10 +17,12 @@ use crate::config::{Config, Dur};
 use crate::network::Connector;
 use crate::proto::v1::cluster_client::ClusterClient;
 use crate::proto::v1::endpoints_client::EndpointsClient;
+use crate::proto::v1::history_client::HistoryClient;
 use crate::proto::v1::{
     AddNodeRequest, BootstrapRequest, ClusterStatus, GetStatusRequest, ListEndpointsRequest, ListEndpointsResponse,
     Member, MembershipResponse, ProposeNoteRequest, RemoveNodeRequest,
 };
+use crate::proto::v1::{HistoryEvent, ListHistoryRequest, WatchRequest};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -54,6 +56,34 @@ pub enum Cmd {
         prefix: String,
         #[arg(long)]
         linearizable: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the replicated audit history: decisions, DNS placements, guards, panics.
+    History {
+        #[arg(long, short)]
+        addr: String,
+        /// Only events about this endpoint id (cluster-wide events too).
+        #[arg(long, default_value = "")]
+        endpoint: String,
+        /// Events after this id (for paging).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print history events as they happen (Ctrl-C to stop).
+    Watch {
+        #[arg(long, short)]
+        addr: String,
+        #[arg(long, default_value = "")]
+        endpoint: String,
+        /// Replay events after this id first.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// One JSON object per line.
         #[arg(long)]
         json: bool,
     },
@@ -191,18 +221,69 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Cmd::Cluster { cmd } => cluster(cmd).await,
+        Cmd::History {
+            addr,
+            endpoint,
+            after,
+            limit,
+            json,
+        } => {
+            let mut c = HistoryClient::new(channel(&addr)?).max_decoding_message_size(64 * 1024 * 1024);
+            let r = c
+                .list(ListHistoryRequest {
+                    endpoint,
+                    after_id: after,
+                    limit,
+                    linearizable: false,
+                })
+                .await
+                .map_err(|s| rpc_failure(&addr, s))?
+                .into_inner();
+            if json {
+                return print_json(&r);
+            }
+            for e in &r.events {
+                println!("{}", render_event(e));
+            }
+            if r.more {
+                println!("(more: --after {})", r.next_after_id);
+            }
+            Ok(())
+        }
+        Cmd::Watch {
+            addr,
+            endpoint,
+            after,
+            json,
+        } => {
+            let mut c = HistoryClient::new(channel(&addr)?);
+            let mut stream = c
+                .watch(WatchRequest {
+                    endpoint,
+                    after_id: after,
+                })
+                .await
+                .map_err(|s| rpc_failure(&addr, s))?
+                .into_inner();
+            while let Some(e) = stream.message().await.map_err(|s| rpc_failure(&addr, s))? {
+                if json {
+                    let line = serde_json::to_string(&e).map_err(|e| Failure::runtime(e.to_string()))?;
+                    println!("{line}");
+                } else {
+                    println!("{}", render_event(&e));
+                }
+            }
+            Err(Failure::runtime(format!(
+                "{addr}: the stream ended (the agent stopped?)"
+            )))
+        }
         Cmd::Endpoints {
             addr,
             prefix,
             linearizable,
             json,
         } => {
-            let mut c = EndpointsClient::new(
-                Connector::new(Duration::from_secs(2), 64 * 1024 * 1024)
-                    .channel(&addr)
-                    .map_err(|e| Failure::usage(format!("--addr: {e}")))?,
-            )
-            .max_decoding_message_size(64 * 1024 * 1024);
+            let mut c = EndpointsClient::new(channel(&addr)?).max_decoding_message_size(64 * 1024 * 1024);
             let r = c
                 .list(ListEndpointsRequest { linearizable, prefix })
                 .await
@@ -268,6 +349,12 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+fn channel(addr: &str) -> Result<Channel, Failure> {
+    Connector::new(Duration::from_secs(2), 64 * 1024 * 1024)
+        .channel(addr)
+        .map_err(|e| Failure::usage(format!("--addr: {e}")))
 }
 
 fn client(addr: &str) -> Result<ClusterClient<Channel>, Failure> {
@@ -529,8 +616,22 @@ pub fn render_endpoints(r: &ListEndpointsResponse) -> String {
         },
         r.icmp
     );
+    if r.panic {
+        out += &format!("PANIC FREEZE: {}\n", r.panic_reason);
+    }
+    out += &format!("quorum {} of voters {:?}\n", r.quorum, r.voters);
     for e in &r.endpoints {
         out += &format!("{} [{}]\n", e.id, e.check);
+        if !e.decision.is_empty() {
+            out += &format!(
+                "  decision {:<8} since {} ({}); {} DNS: {}\n",
+                e.decision,
+                fmt_time(e.decided_ms),
+                e.reason,
+                if e.in_dns { "in" } else { "out of" },
+                e.dns_reason
+            );
+        }
         if let Some(l) = &e.local {
             out += &format!(
                 "  local    {:<8} ok-run {} fail-run {} probes {} rtt {} {}\n",
@@ -546,9 +647,14 @@ pub fn render_endpoints(r: &ListEndpointsResponse) -> String {
         }
         for o in &e.observations {
             out += &format!(
-                "  agent {:<2} {:<8} age {:>6.1}s since {}{}{}\n",
+                "  agent {:<2} {:<8} {:<22} age {:>6.1}s since {}{}{}\n",
                 o.agent,
                 o.status,
+                if o.counted {
+                    "counted".to_string()
+                } else {
+                    format!("not counted: {}", o.uncounted_reason)
+                },
                 o.age_ms as f64 / 1000.0,
                 fmt_time(o.since_ms),
                 if o.abstaining { " (abstaining)" } else { "" },
@@ -561,4 +667,30 @@ pub fn render_endpoints(r: &ListEndpointsResponse) -> String {
         }
     }
     out
+}
+
+/// One history event on one line.
+pub fn render_event(e: &HistoryEvent) -> String {
+    let mut line = format!(
+        "#{} {} index {} {:<8}",
+        e.id,
+        fmt_time(e.log_time_ms),
+        e.log_index,
+        e.kind
+    );
+    if !e.endpoint.is_empty() {
+        line += &format!(" {}", e.endpoint);
+    }
+    if !e.from.is_empty() || !e.to.is_empty() {
+        line += &format!(" {} -> {}", e.from, e.to);
+    }
+    line += &format!(": {}", e.rule);
+    if !e.up.is_empty() || !e.down.is_empty() {
+        line += &format!(" [up {:?}, down {:?}", e.up, e.down);
+        for u in &e.uncounted {
+            line += &format!(", {} {}", u.agent, u.reason);
+        }
+        line += "]";
+    }
+    line
 }

@@ -8,11 +8,13 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::agent::Agent;
+use crate::decide;
 use crate::propose::Observer;
 use crate::proto::v1::endpoints_server::Endpoints;
 use crate::proto::v1::{
     AgentInfo, AgentObservation, EndpointInfo, ListEndpointsRequest, ListEndpointsResponse, LocalProbe,
 };
+use crate::proto::v1::{DnsRecord, HostRecords};
 
 pub struct EndpointsService {
     agent: Arc<Agent>,
@@ -47,12 +49,26 @@ impl Endpoints for EndpointsService {
             .filter(|id| id.starts_with(&prefix))
             .collect();
         let now = Instant::now();
+        let (_, voters) = self.agent.members();
+        let ttl = app.catalog.as_ref().map(|c| c.observation_ttl_ms).unwrap_or(u64::MAX);
+        let quorum = app
+            .catalog
+            .as_ref()
+            .and_then(|c| c.quorum)
+            .unwrap_or(decide::majority(voters.len()) as u32);
         let endpoints = ids
             .into_iter()
             .map(|id| {
                 let mine = local.get(id);
                 let (pool, address) = id.split_once('/').unwrap_or(("", id));
+                let decided = app.endpoints.get(id);
                 EndpointInfo {
+                    decision: decided.map(|d| d.decision.as_str().to_string()).unwrap_or_default(),
+                    decided_ms: decided.map(|d| d.decided_ms).unwrap_or(0),
+                    decided_index: decided.map(|d| d.decided_index).unwrap_or(0),
+                    reason: decided.map(|d| d.reason.clone()).unwrap_or_default(),
+                    in_dns: decided.map(|d| d.in_dns).unwrap_or(false),
+                    dns_reason: decided.map(|d| d.dns_reason.clone()).unwrap_or_default(),
                     id: id.clone(),
                     pool: pool.to_string(),
                     address: address.to_string(),
@@ -72,22 +88,36 @@ impl Endpoints for EndpointsService {
                         .map(|per_agent| {
                             per_agent
                                 .iter()
-                                .map(|(agent, o)| AgentObservation {
-                                    agent: *agent,
-                                    status: o.status.as_str().to_string(),
-                                    since_ms: o.since_ms,
-                                    reported_ms: o.reported_ms,
-                                    age_ms: app.log_time_ms.saturating_sub(o.reported_ms),
-                                    log_index: o.index,
-                                    last_error: o
-                                        .evidence
-                                        .as_ref()
-                                        .and_then(|e| e.last_error.clone())
-                                        .unwrap_or_default(),
-                                    last_rtt_us: o.evidence.as_ref().and_then(|e| e.last_rtt_us),
-                                    abstaining: app.agents.get(agent).map(|a| a.abstain).unwrap_or(false),
-                                    downs: o.downs,
-                                    ups: o.ups,
+                                .map(|(agent, o)| {
+                                    let rec = app.agents.get(agent);
+                                    let report = decide::Report {
+                                        status: o.status,
+                                        agent_seen_ms: rec.map(|r| r.last_seen_ms).unwrap_or(0),
+                                        abstaining: rec.map(|r| r.abstain).unwrap_or(false),
+                                    };
+                                    let counted = decide::counts(*agent, &report, &voters, app.log_time_ms, ttl);
+                                    AgentObservation {
+                                        counted: counted.is_ok(),
+                                        uncounted_reason: counted
+                                            .err()
+                                            .map(|w| w.as_str().to_string())
+                                            .unwrap_or_default(),
+                                        agent: *agent,
+                                        status: o.status.as_str().to_string(),
+                                        since_ms: o.since_ms,
+                                        reported_ms: o.reported_ms,
+                                        age_ms: app.log_time_ms.saturating_sub(o.reported_ms),
+                                        log_index: o.index,
+                                        last_error: o
+                                            .evidence
+                                            .as_ref()
+                                            .and_then(|e| e.last_error.clone())
+                                            .unwrap_or_default(),
+                                        last_rtt_us: o.evidence.as_ref().and_then(|e| e.last_rtt_us),
+                                        abstaining: app.agents.get(agent).map(|a| a.abstain).unwrap_or(false),
+                                        downs: o.downs,
+                                        ups: o.ups,
+                                    }
                                 })
                                 .collect()
                         })
@@ -102,6 +132,21 @@ impl Endpoints for EndpointsService {
             icmp: self.observer.icmp.clone(),
             endpoints,
             linearizable,
+            panic: app.panic.is_some(),
+            panic_reason: app.panic.as_ref().map(|p| p.reason.clone()).unwrap_or_default(),
+            records: app
+                .desired_records()
+                .into_iter()
+                .map(|(hostname, set)| HostRecords {
+                    hostname,
+                    records: set
+                        .into_iter()
+                        .map(|(r#type, content)| DnsRecord { r#type, content })
+                        .collect(),
+                })
+                .collect(),
+            quorum,
+            voters: voters.iter().copied().collect(),
             agents: app
                 .agents
                 .iter()

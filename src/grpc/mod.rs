@@ -3,6 +3,7 @@
 
 mod cluster;
 mod endpoints;
+mod history;
 mod raft;
 mod status;
 
@@ -20,6 +21,7 @@ use crate::proto::raft::raft_server::RaftServer;
 use crate::proto::raft::ReadIndexRequest;
 use crate::proto::v1::cluster_server::ClusterServer;
 use crate::proto::v1::endpoints_server::EndpointsServer;
+use crate::proto::v1::history_server::HistoryServer;
 use crate::proto::FILE_DESCRIPTOR_SET;
 
 pub use status::{FORWARDED_HEADER, LEADER_HEADER};
@@ -58,11 +60,15 @@ pub async fn serve(
     let endpoints = EndpointsServer::new(endpoints::EndpointsService::new(agent.clone(), observer))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+    let history = HistoryServer::new(history::HistoryService::new(agent.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
     let incoming = TcpIncoming::from_listener(listener, true, None).map_err(|e| ServeError::Listener(e.to_string()))?;
     tonic::transport::Server::builder()
         .add_service(raft)
         .add_service(cluster)
         .add_service(endpoints)
+        .add_service(history)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, shutdown)

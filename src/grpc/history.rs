@@ -1,0 +1,124 @@
+//! Handlers of `vantage.v1.History`: the replicated audit history, paged and streamed.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::agent::Agent;
+use crate::proto::v1::history_server::History;
+use crate::proto::v1::{HistoryEvent, ListHistoryRequest, ListHistoryResponse, Uncounted, WatchRequest};
+use crate::state::AuditEvent;
+
+pub struct HistoryService {
+    agent: Arc<Agent>,
+}
+
+impl HistoryService {
+    pub fn new(agent: Arc<Agent>) -> Self {
+        HistoryService { agent }
+    }
+}
+
+/// Whether an event belongs to a listing filtered by `endpoint`; cluster-wide
+/// events (panic, catalog) always do.
+fn matches(e: &AuditEvent, endpoint: &str) -> bool {
+    endpoint.is_empty() || e.endpoint.is_empty() || e.endpoint == endpoint
+}
+
+fn to_proto(e: &AuditEvent) -> HistoryEvent {
+    HistoryEvent {
+        id: e.id,
+        log_index: e.index,
+        log_time_ms: e.log_time_ms,
+        endpoint: e.endpoint.clone(),
+        kind: e.kind.clone(),
+        from: e.from.clone(),
+        to: e.to.clone(),
+        rule: e.rule.clone(),
+        up: e.up.clone(),
+        down: e.down.clone(),
+        uncounted: e
+            .uncounted
+            .iter()
+            .map(|(agent, reason)| Uncounted {
+                agent: *agent,
+                reason: reason.clone(),
+            })
+            .collect(),
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<HistoryEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl History for HistoryService {
+    async fn list(&self, req: Request<ListHistoryRequest>) -> Result<Response<ListHistoryResponse>, Status> {
+        let ListHistoryRequest {
+            endpoint,
+            after_id,
+            limit,
+            linearizable,
+        } = req.into_inner();
+        if linearizable {
+            super::linearize(&self.agent).await?;
+        }
+        let limit = if limit == 0 { 100 } else { limit.min(10_000) } as usize;
+        let sm = self.agent.sm.read().await;
+        let mut page = sm
+            .app
+            .history
+            .iter()
+            .filter(|e| e.id > after_id && matches(e, &endpoint));
+        let events: Vec<HistoryEvent> = page.by_ref().take(limit).map(to_proto).collect();
+        let more = page.next().is_some();
+        Ok(Response::new(ListHistoryResponse {
+            next_after_id: events.last().map(|e| e.id).unwrap_or(after_id),
+            events,
+            more,
+        }))
+    }
+
+    type WatchStream = EventStream;
+
+    async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let WatchRequest { endpoint, after_id } = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let agent = self.agent.clone();
+        tokio::spawn(async move {
+            let mut last = if after_id == 0 {
+                agent.sm.read().await.app.next_event
+            } else {
+                after_id
+            };
+            loop {
+                // Register for the wake-up before reading, so no event slips between.
+                let notified = agent.applied.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let fresh: Vec<HistoryEvent> = {
+                    let sm = agent.sm.read().await;
+                    sm.app
+                        .history
+                        .iter()
+                        .filter(|e| e.id > last && matches(e, &endpoint))
+                        .map(to_proto)
+                        .collect()
+                };
+                for e in fresh {
+                    last = e.id;
+                    if tx.send(Ok(e)).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    _ = &mut notified => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
