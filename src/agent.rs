@@ -56,7 +56,7 @@ pub struct Committed {
 
 /// The body of a `Forward` RPC.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct ForwardRequest {
+pub struct ForwardRequest {
     /// The node that sends the request (must be a member).
     pub sender: NodeId,
     pub command: Command,

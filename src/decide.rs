@@ -291,7 +291,8 @@ mod tests {
     #[test]
     fn no_removal_without_quorum() {
         // (reports, quorum, current) -> expected
-        let cases: &[(&[(NodeId, Health, u64, bool)], usize, Decision, Decision)] = &[
+        type Case<'a> = (&'a [(NodeId, Health, u64, bool)], usize, Decision, Decision);
+        let cases: &[Case] = &[
             (
                 &[(1, D, 100, false), (2, P, 100, false), (3, P, 100, false)],
                 2,

@@ -5,13 +5,13 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{wait_for, Cluster};
+use common::{pool, wait_for, Cluster, Port};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -82,54 +82,6 @@ fn serve(listener: TcpListener, mode: Arc<AtomicU8>, accepts: Arc<Mutex<Vec<Inst
             );
         });
     }
-}
-
-/// A TCP listener that can be closed and reopened on the same address.
-struct Port {
-    addr: SocketAddr,
-    stop: Option<std::sync::mpsc::Sender<()>>,
-}
-
-impl Port {
-    fn open(addr: SocketAddr) -> Port {
-        let listener = TcpListener::bind(addr).expect("bind port");
-        listener.set_nonblocking(true).unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        std::thread::spawn(move || loop {
-            if rx.try_recv().is_ok() {
-                return; // dropping the listener closes the port
-            }
-            if let Ok((s, _)) = listener.accept() {
-                drop(s);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        });
-        Port { addr, stop: Some(tx) }
-    }
-
-    fn close(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        // Wait until connects are refused.
-        let addr = self.addr;
-        wait_for("port to close", LONG, || {
-            TcpStream::connect(addr).is_err().then_some(())
-        })
-        .expect("port closes");
-    }
-}
-
-impl Drop for Port {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-fn pool(name: &str, address: &str, check: &str) -> String {
-    format!("[[pools]]\nname = \"{name}\"\ncheck = {check}\n[[pools.endpoints]]\naddress = \"{address}\"\n\n")
 }
 
 /// The replicated observation of `agent` on endpoint `id`, as node `node` reports it.

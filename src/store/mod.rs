@@ -99,7 +99,14 @@ mod tests {
             Catalog, CatalogEndpoint, CatalogPool, Change, Command, Entry, Peer, Proposal, Seq, TypeConfig,
         };
 
-        const ENDPOINTS: [&str; 6] = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "2001:db8::1", "2001:db8::2", "10.9.9.9"];
+        const ENDPOINTS: [&str; 6] = [
+            "10.0.0.1",
+            "10.0.0.2",
+            "10.0.0.3",
+            "2001:db8::1",
+            "2001:db8::2",
+            "10.9.9.9",
+        ];
 
         fn catalog() -> Catalog {
             let pool = |name: &str, addrs: &[&str], min: u32| CatalogPool {
@@ -122,10 +129,7 @@ mod tests {
                 panic_window_ms: 5000,
                 hold_down_ms: 2000,
                 history_limit: 50,
-                pools: vec![
-                    pool("web", &ENDPOINTS[..3], 1),
-                    pool("v6", &ENDPOINTS[3..5], 0),
-                ],
+                pools: vec![pool("web", &ENDPOINTS[..3], 1), pool("v6", &ENDPOINTS[3..5], 0)],
             }
         }
 
@@ -141,10 +145,25 @@ mod tests {
         /// A compact description of one random entry.
         #[derive(Clone, Debug)]
         enum Step {
-            Observe { origin: u64, agent: u64, endpoint: usize, down: bool, dt: u64 },
-            Heartbeat { agent: u64, downs: Vec<bool>, abstain: bool, dt: u64 },
-            Note { dt: u64 },
-            Membership { voters: Vec<u64> },
+            Observe {
+                origin: u64,
+                agent: u64,
+                endpoint: usize,
+                down: bool,
+                dt: u64,
+            },
+            Heartbeat {
+                agent: u64,
+                downs: Vec<bool>,
+                abstain: bool,
+                dt: u64,
+            },
+            Note {
+                dt: u64,
+            },
+            Membership {
+                voters: Vec<u64>,
+            },
         }
 
         fn step() -> impl Strategy<Value = Step> {
@@ -174,7 +193,11 @@ mod tests {
             let log_id = |index: u64| LogId::new(CommittedLeaderId::new(1, 1), index);
             let normal = |index: u64, origin: u64, now: u64, command: Command| Entry {
                 log_id: log_id(index),
-                payload: EntryPayload::Normal(Proposal { origin, log_time_ms: now, command }),
+                payload: EntryPayload::Normal(Proposal {
+                    origin,
+                    log_time_ms: now,
+                    command,
+                }),
             };
             out.push(normal(1, 1, now, Command::Catalog(catalog())));
             for (i, s) in steps.iter().enumerate() {
@@ -185,32 +208,76 @@ mod tests {
                     Seq { boot: 1, n: *n }
                 };
                 out.push(match s {
-                    Step::Observe { origin, agent, endpoint, down, dt } => {
+                    Step::Observe {
+                        origin,
+                        agent,
+                        endpoint,
+                        down,
+                        dt,
+                    } => {
                         now += dt;
                         let status = if *down { Health::Down } else { Health::Up };
-                        let change = Change { endpoint: endpoint_id(*endpoint), status, evidence: Evidence::default() };
-                        let command = Command::Observe { agent: *agent, seq: next(*agent), abstain: false, changes: vec![change] };
+                        let change = Change {
+                            endpoint: endpoint_id(*endpoint),
+                            status,
+                            evidence: Evidence::default(),
+                        };
+                        let command = Command::Observe {
+                            agent: *agent,
+                            seq: next(*agent),
+                            abstain: false,
+                            changes: vec![change],
+                        };
                         normal(index, *origin, now, command)
                     }
-                    Step::Heartbeat { agent, downs, abstain, dt } => {
+                    Step::Heartbeat {
+                        agent,
+                        downs,
+                        abstain,
+                        dt,
+                    } => {
                         now += dt;
                         let (mut up, mut down) = (Vec::new(), Vec::new());
                         for (e, d) in downs.iter().enumerate() {
-                            if *d { down.push(endpoint_id(e)) } else { up.push(endpoint_id(e)) }
+                            if *d {
+                                down.push(endpoint_id(e))
+                            } else {
+                                up.push(endpoint_id(e))
+                            }
                         }
                         let command = Command::Heartbeat {
-                            agent: *agent, seq: next(*agent), abstain: *abstain, up, down, unknown: vec![],
+                            agent: *agent,
+                            seq: next(*agent),
+                            abstain: *abstain,
+                            up,
+                            down,
+                            unknown: vec![],
                         };
                         normal(index, *agent, now, command)
                     }
                     Step::Note { dt } => {
                         now += dt;
-                        normal(index, 1, now, Command::Note { text: format!("note {index}") })
+                        normal(
+                            index,
+                            1,
+                            now,
+                            Command::Note {
+                                text: format!("note {index}"),
+                            },
+                        )
                     }
                     Step::Membership { voters } => {
                         let voters: BTreeSet<u64> = voters.iter().copied().collect();
-                        let nodes: BTreeMap<u64, Peer> =
-                            (1..=4).map(|id| (id, Peer { addr: format!("10.1.0.{id}:7101") })).collect();
+                        let nodes: BTreeMap<u64, Peer> = (1..=4)
+                            .map(|id| {
+                                (
+                                    id,
+                                    Peer {
+                                        addr: format!("10.1.0.{id}:7101"),
+                                    },
+                                )
+                            })
+                            .collect();
                         Entry {
                             log_id: log_id(index),
                             payload: EntryPayload::Membership(Membership::new(vec![voters], nodes)),
@@ -222,7 +289,16 @@ mod tests {
         }
 
         fn membership_entry() -> Entry {
-            let nodes: BTreeMap<u64, Peer> = (1..=4).map(|id| (id, Peer { addr: format!("10.1.0.{id}:7101") })).collect();
+            let nodes: BTreeMap<u64, Peer> = (1..=4)
+                .map(|id| {
+                    (
+                        id,
+                        Peer {
+                            addr: format!("10.1.0.{id}:7101"),
+                        },
+                    )
+                })
+                .collect();
             Entry {
                 log_id: LogId::new(CommittedLeaderId::new(1, 1), 0),
                 payload: EntryPayload::Membership(Membership::new(vec![[1u64, 2, 3].into()], nodes)),

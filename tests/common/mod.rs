@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -275,4 +276,52 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     fs::write(&p, text).expect("write file");
     p
+}
+
+/// A TCP listener that can be closed and reopened on the same address.
+pub struct Port {
+    pub addr: SocketAddr,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Port {
+    pub fn open(addr: SocketAddr) -> Port {
+        let listener = TcpListener::bind(addr).expect("bind port");
+        listener.set_nonblocking(true).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || loop {
+            if rx.try_recv().is_ok() {
+                return; // dropping the listener closes the port
+            }
+            if let Ok((s, _)) = listener.accept() {
+                drop(s);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        });
+        Port { addr, stop: Some(tx) }
+    }
+
+    pub fn close(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        // Wait until connects are refused.
+        let addr = self.addr;
+        wait_for("port to close", Duration::from_secs(30), || {
+            TcpStream::connect(addr).is_err().then_some(())
+        })
+        .expect("port closes");
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn pool(name: &str, address: &str, check: &str) -> String {
+    format!("[[pools]]\nname = \"{name}\"\ncheck = {check}\n[[pools.endpoints]]\naddress = \"{address}\"\n\n")
 }
