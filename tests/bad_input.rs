@@ -89,6 +89,18 @@ fn config_errors_name_the_file_and_key() {
             format!("{GOOD}\n[[pools]]\nname = \"web\"\n[[pools.endpoints]]\naddress = \"10.0.0.1\"\n"),
             "pools[0].endpoints[0].check: no check given",
         ),
+        (format!("{GOOD}\n[decision]\nquorum = 3\n"), "decision.quorum: expected 1 to the number of voters (2), got 3"),
+        (format!("{GOOD}\n[decision]\nobservation_ttl = \"2s\"\n"), "decision.observation_ttl: expected more than probe.heartbeat"),
+        (format!("{GOOD}\n[decision]\npanic_threshold = 1.5\n"), "decision.panic_threshold"),
+        (format!("{GOOD}\n[decision]\ninitial = \"down\"\n"), "decision.initial"),
+        (
+            format!("{GOOD}\n[[pools]]\nname = \"a\"\nhostnames = [\"www.example.com\"]\ncheck = {{ kind = \"icmp\" }}\n[[pools.endpoints]]\naddress = \"10.0.0.1\"\n\n[[pools]]\nname = \"b\"\nhostnames = [\"www.example.com\"]\ncheck = {{ kind = \"icmp\" }}\n[[pools.endpoints]]\naddress = \"10.0.0.2\"\n"),
+            "pools[1].hostnames[0]",
+        ),
+        (
+            format!("{GOOD}\n[[pools]]\nname = \"a\"\nmin_healthy = 2\ncheck = {{ kind = \"icmp\" }}\n[[pools.endpoints]]\naddress = \"10.0.0.1\"\n"),
+            "pools[0].min_healthy",
+        ),
     ];
     for (text, key) in cases {
         let (code, err) = check(&text);
