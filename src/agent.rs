@@ -207,6 +207,10 @@ impl Agent {
                 "node {origin} proposed a catalog; only the leader proposes the catalog, from its configuration"
             )),
             Command::Catalog(_) => Ok(()),
+            Command::DnsAudit(_) if origin != self.id => refuse(format!(
+                "node {origin} reported a DNS write; only the leader writes to DNS"
+            )),
+            Command::DnsAudit(_) => Ok(()),
             Command::Observe { agent, .. } | Command::Heartbeat { agent, .. } => {
                 if *agent != origin {
                     return refuse(format!("report claims agent {agent} but was proposed by node {origin}"));

@@ -16,8 +16,10 @@ use crate::clock::SystemClock;
 use crate::config::{Config, Dur};
 use crate::network::Connector;
 use crate::proto::v1::cluster_client::ClusterClient;
+use crate::proto::v1::dns_client::DnsClient;
 use crate::proto::v1::endpoints_client::EndpointsClient;
 use crate::proto::v1::history_client::HistoryClient;
+use crate::proto::v1::PlanRequest;
 use crate::proto::v1::{
     AddNodeRequest, BootstrapRequest, ClusterStatus, GetStatusRequest, ListEndpointsRequest, ListEndpointsResponse,
     Member, MembershipResponse, ProposeNoteRequest, RemoveNodeRequest,
@@ -84,6 +86,13 @@ pub enum Cmd {
         #[arg(long, default_value_t = 0)]
         after: u64,
         /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the DNS changes the leader would apply now (it lists the provider; writes nothing).
+    Plan {
+        #[arg(long, short)]
+        addr: String,
         #[arg(long)]
         json: bool,
     },
@@ -276,6 +285,36 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             Err(Failure::runtime(format!(
                 "{addr}: the stream ended (the agent stopped?)"
             )))
+        }
+        Cmd::Plan { addr, json } => {
+            let mut c = DnsClient::new(channel(&addr)?);
+            let r = c
+                .plan(PlanRequest {})
+                .await
+                .map_err(|s| rpc_failure(&addr, s))?
+                .into_inner();
+            if json {
+                return print_json(&r);
+            }
+            if r.provider.is_empty() {
+                println!("no DNS provider configured (dns.provider = \"none\"): nothing to write");
+                return Ok(());
+            }
+            println!(
+                "leader node {} (term {}), provider {}{}, decisions up to index {}",
+                r.leader_id,
+                r.term,
+                r.provider,
+                if r.dry_run { " (dry run)" } else { "" },
+                r.served_index
+            );
+            if r.changes.is_empty() {
+                println!("in sync: {} records", r.desired.len());
+            }
+            for c in &r.changes {
+                println!("  {c}");
+            }
+            Ok(())
         }
         Cmd::Endpoints {
             addr,

@@ -11,6 +11,8 @@
 //! - [`detect`]: rise/fall hysteresis turning probe results into a local view.
 //! - [`propose`]: local transitions and heartbeats into log entries; abstains
 //!   when the agent's own network is suspect.
+//! - [`reconcile`]: the leader writes the decided record set to the provider.
+//! - [`dns`]: DNS providers (zone file, memory) and the owned-record diff.
 //! - [`agent`]: one running agent: Raft instance, storage handles and the
 //!   proposal path (followers forward to the leader, the leader stamps log time).
 //! - [`types`]: the Raft type configuration and the log payload ([`types::Command`]).
@@ -35,11 +37,13 @@ pub mod clock;
 pub mod config;
 pub mod decide;
 pub mod detect;
+pub mod dns;
 pub mod grpc;
 pub mod network;
 pub mod probe;
 pub mod propose;
 pub mod proto;
+pub mod reconcile;
 pub mod state;
 pub mod store;
 pub mod types;
@@ -64,6 +68,8 @@ pub enum RunError {
     Serve(#[from] ServeError),
     #[error(transparent)]
     Probes(#[from] propose::ObserverError),
+    #[error("{0}")]
+    Dns(String),
 }
 
 /// Runs one agent on an already-bound `listener` until `shutdown` completes,
@@ -80,9 +86,24 @@ pub async fn run(
     tracing::info!(node = agent.id, addr = %agent.addr, "agent started");
     let catalog = tokio::spawn(agent::maintain_catalog(agent.clone()));
     let observer = Arc::new(propose::Observer::start(agent.clone(), clock).await?);
-    let served = grpc::serve(agent.clone(), observer, listener, shutdown).await;
+    let reconciler = match dns::from_config(&agent.config).map_err(RunError::Dns)? {
+        Some(provider) => {
+            let r = Arc::new(reconcile::Reconciler::new(agent.clone(), provider));
+            tracing::info!(provider = %r.describe(), dry_run = r.dry_run, "DNS reconciler ready (writes only while leader)");
+            Some(r)
+        }
+        None => {
+            tracing::info!("dns.provider = \"none\": decisions are made and recorded, nothing is written");
+            None
+        }
+    };
+    let reconcile_task = reconciler.clone().map(|r| tokio::spawn(r.run()));
+    let served = grpc::serve(agent.clone(), observer, reconciler, listener, shutdown).await;
     tracing::info!(node = agent.id, "shutting down");
     catalog.abort();
+    if let Some(t) = reconcile_task {
+        t.abort();
+    }
     if let Err(e) = agent.raft.shutdown().await {
         tracing::warn!("Raft did not stop cleanly: {e}");
     }

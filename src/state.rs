@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decide::{self, Candidate, Decision, Guards, Report};
 use crate::detect::{Evidence, Health};
-use crate::types::{Catalog, Change, Command, NodeId, Proposal, Reply, Seq};
+use crate::types::{Catalog, Change, Command, DnsAudit, NodeId, Proposal, Reply, Seq};
 
 /// What the log says about one agent.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +119,8 @@ pub struct AppState {
     /// Bounded audit history, oldest first.
     pub history: VecDeque<AuditEvent>,
     pub next_event: u64,
+    /// The latest provider write (or dry-run plan) the leader reported.
+    pub last_dns: Option<DnsAudit>,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -157,6 +159,32 @@ impl AppState {
                 self.notes_applied += 1;
                 self.last_note = text.clone();
                 reply(now, true, format!("note {} recorded", self.notes_applied))
+            }
+            Command::DnsAudit(a) => {
+                let kind = if a.dry_run { "dns-plan" } else { "dns-write" };
+                let rule = format!(
+                    "term {} served index {} via {}: {}; {} ({} ms)",
+                    a.term,
+                    a.served_index,
+                    a.provider,
+                    if a.changes.is_empty() {
+                        "no changes".to_string()
+                    } else {
+                        a.changes.join(", ")
+                    },
+                    a.outcome,
+                    a.latency_ms
+                );
+                let to = if a.dry_run {
+                    "planned"
+                } else if a.ok {
+                    "applied"
+                } else {
+                    "failed"
+                };
+                self.event(index, "", kind, &format!("node {}", p.origin), to, &rule, None);
+                self.last_dns = Some(a.clone());
+                reply(now, true, format!("{kind} recorded"))
             }
             Command::Catalog(c) => {
                 self.install_catalog(index, c.clone(), voters);
@@ -537,6 +565,21 @@ impl AppState {
                 }
             }
         }
+    }
+
+    /// The records this catalog may touch: hostname → every address of its pool.
+    pub fn owned_names(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        if let Some(c) = &self.catalog {
+            for pool in &c.pools {
+                for host in &pool.hostnames {
+                    out.entry(host.clone())
+                        .or_default()
+                        .extend(pool.endpoints.iter().map(|e| e.address.clone()));
+                }
+            }
+        }
+        out
     }
 
     /// The record set the DNS should hold: hostname → (type, address).

@@ -94,6 +94,25 @@ pub struct Catalog {
     pub pools: Vec<CatalogPool>,
 }
 
+/// One batch of provider writes (or a dry-run plan), as the leader reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsAudit {
+    /// The leader's term when it confirmed leadership and wrote.
+    pub term: u64,
+    /// Last applied log index when the desired set was computed: the decisions it served.
+    pub served_index: u64,
+    pub dry_run: bool,
+    pub provider: String,
+    /// The changes, in words ("create www.example.com A 10.0.0.1").
+    pub changes: Vec<String>,
+    /// The provider's answer, in words.
+    pub outcome: String,
+    /// Every change was applied.
+    pub ok: bool,
+    /// Time the provider took.
+    pub latency_ms: u64,
+}
+
 /// An application command, as proposed by an agent or an operator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -102,6 +121,8 @@ pub enum Command {
     Note { text: String },
     /// The endpoints and decision settings, from the leader's configuration.
     Catalog(Catalog),
+    /// What the leader wrote to (or, in dry-run, would write to) the DNS provider.
+    DnsAudit(DnsAudit),
     /// Transitions of an agent's local view, batched.
     Observe {
         /// The reporting agent; must be the node that proposed the entry.
@@ -128,7 +149,7 @@ impl Command {
     /// The agent a command speaks for, if it is an agent report.
     pub fn agent(&self) -> Option<NodeId> {
         match self {
-            Command::Note { .. } | Command::Catalog(_) => None,
+            Command::Note { .. } | Command::Catalog(_) | Command::DnsAudit(_) => None,
             Command::Observe { agent, .. } | Command::Heartbeat { agent, .. } => Some(*agent),
         }
     }

@@ -17,8 +17,8 @@ use crate::types::NodeId;
 mod pools;
 
 pub use pools::{
-    Check, CheckConfig, ControlConfig, DecisionConfig, EndpointConfig, EndpointSpec, HttpCheck, PoolConfig,
-    ProbeDefaults,
+    Check, CheckConfig, ControlConfig, DecisionConfig, DnsConfig, EndpointConfig, EndpointSpec, HttpCheck, PoolConfig,
+    ProbeDefaults, ZonefileConfig,
 };
 
 /// A configuration problem, always naming the file and, where there is one, the key.
@@ -142,6 +142,9 @@ pub struct Config {
     /// The quorum rule and its guards.
     #[serde(default)]
     pub decision: DecisionConfig,
+    /// The DNS provider the leader writes to.
+    #[serde(default)]
+    pub dns: DnsConfig,
 
     /// The file this configuration was read from, for error messages.
     #[serde(skip)]
@@ -161,9 +164,14 @@ impl Config {
             source,
         })?;
         let mut config = Config::parse(&text, &file)?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
         if config.data_dir.is_relative() {
-            let base = path.parent().unwrap_or_else(|| Path::new("."));
             config.data_dir = base.join(&config.data_dir);
+        }
+        if let Some(z) = config.dns.zonefile.as_mut() {
+            if z.path.is_relative() {
+                z.path = base.join(&z.path);
+            }
         }
         config.validate()?;
         Ok(config)

@@ -138,6 +138,66 @@ pub struct PoolConfig {
     pub endpoints: Vec<EndpointConfig>,
 }
 
+/// Where the decided records are written (by the leader only).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// `none` (decide only), `zonefile` or `memory`.
+    #[serde(default = "default_provider")]
+    pub provider: String,
+    /// Compute, log and record the changes, but write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// How often the leader re-reads the provider to repair drift.
+    #[serde(default = "default_reconcile")]
+    pub reconcile_interval: Dur,
+    #[serde(default)]
+    pub zonefile: Option<ZonefileConfig>,
+}
+
+fn default_provider() -> String {
+    "none".into()
+}
+fn default_reconcile() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            provider: default_provider(),
+            dry_run: false,
+            reconcile_interval: default_reconcile(),
+            zonefile: None,
+        }
+    }
+}
+
+/// The zone-file provider's settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZonefileConfig {
+    /// The file to write; relative paths are taken from the configuration file's directory.
+    pub path: std::path::PathBuf,
+    /// Zone apex, e.g. "example.com"; every pool hostname must be inside it.
+    pub origin: String,
+    #[serde(default = "default_zone_ttl")]
+    pub ttl: u32,
+    /// NS targets; default "localhost." (out of zone, so it needs no glue).
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    /// SOA contact; default "hostmaster.<origin>".
+    #[serde(default)]
+    pub hostmaster: Option<String>,
+    /// Lines copied into the zone as they are (MX, TXT, other hosts…).
+    #[serde(default)]
+    pub static_records: Vec<String>,
+}
+
+fn default_zone_ttl() -> u32 {
+    60
+}
+
 /// How the replicated decision is made; part of the catalog every replica applies.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -528,6 +588,55 @@ impl Config {
             }
         }
         let _ = endpoints;
+        self.validate_dns()
+    }
+
+    fn validate_dns(&self) -> Result<(), ConfigError> {
+        let d = &self.dns;
+        match d.provider.as_str() {
+            "none" | "memory" => {}
+            "zonefile" => {
+                let Some(z) = &d.zonefile else {
+                    return Err(self.invalid(
+                        "dns.zonefile",
+                        "provider \"zonefile\" needs a [dns.zonefile] table with path and origin",
+                    ));
+                };
+                let origin = z.origin.trim_end_matches('.').to_ascii_lowercase();
+                if !valid_hostname(&origin) {
+                    return Err(self.invalid(
+                        "dns.zonefile.origin",
+                        format!("expected a DNS name like \"example.com\", got {:?}", z.origin),
+                    ));
+                }
+                if z.ttl == 0 || z.ttl > 86_400 {
+                    return Err(self.invalid(
+                        "dns.zonefile.ttl",
+                        format!("expected 1 to 86400 seconds, got {}", z.ttl),
+                    ));
+                }
+                for (p, pool) in self.pools.iter().enumerate() {
+                    for (h, host) in pool.hostnames.iter().enumerate() {
+                        let host = host.trim_end_matches('.').to_ascii_lowercase();
+                        if host != origin && !host.ends_with(&format!(".{origin}")) {
+                            return Err(self.invalid(
+                                &format!("pools[{p}].hostnames[{h}]"),
+                                format!("{host:?} is outside the zone {origin:?} of dns.zonefile.origin"),
+                            ));
+                        }
+                    }
+                }
+            }
+            other => {
+                return Err(self.invalid(
+                    "dns.provider",
+                    format!("expected \"none\", \"zonefile\" or \"memory\", got {other:?}"),
+                ))
+            }
+        }
+        if d.reconcile_interval.0.is_zero() {
+            return Err(self.invalid("dns.reconcile_interval", "expected a duration greater than zero, got 0"));
+        }
         Ok(())
     }
 

@@ -4,15 +4,13 @@
 //! with [`FORWARDED_HEADER`]) or, if it knows no leader, answers `Unavailable`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::{ChangeMembers, ServerState};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::status::{self, FORWARDED_HEADER};
+use super::status;
 use crate::agent::Agent;
 use crate::proto::v1::cluster_client::ClusterClient;
 use crate::proto::v1::cluster_server::Cluster;
@@ -29,35 +27,6 @@ pub struct ClusterService {
 impl ClusterService {
     pub fn new(agent: Arc<Agent>) -> Self {
         ClusterService { agent }
-    }
-
-    /// Runs a membership call on the leader. Returns `None` when this node is
-    /// the leader and should handle the call itself.
-    async fn forward_to_leader<T, R, F, Fut>(&self, req: Request<T>, call: F) -> Result<Option<Response<R>>, Status>
-    where
-        F: FnOnce(ClusterClient<Channel>, Request<T>) -> Fut,
-        Fut: Future<Output = Result<Response<R>, Status>>,
-    {
-        if self.agent.is_leader() {
-            return Ok(None);
-        }
-        let leader = self.agent.leader().filter(|(id, _)| *id != self.agent.id);
-        if req.metadata().contains_key(FORWARDED_HEADER) {
-            return Err(status::not_leader(leader));
-        }
-        let Some((_, addr)) = leader.clone() else {
-            return Err(status::not_leader(None));
-        };
-        let client = self
-            .agent
-            .connector
-            .cluster_client(&addr)
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        let mut fwd = Request::new(req.into_inner());
-        fwd.metadata_mut()
-            .insert(FORWARDED_HEADER, tonic::metadata::MetadataValue::from_static("1"));
-        fwd.set_timeout(self.agent.config.raft.join_timeout.0 + Duration::from_secs(5));
-        call(client, fwd).await.map(Some)
     }
 
     /// This node's members with (on the leader) their replication progress.
@@ -215,10 +184,8 @@ impl Cluster for ClusterService {
     }
 
     async fn add_node(&self, req: Request<AddNodeRequest>) -> Result<Response<MembershipResponse>, Status> {
-        if let Some(resp) = self
-            .forward_to_leader(req.clone_for_forward(), |mut c, r| async move { c.add_node(r).await })
-            .await?
-        {
+        let forward = |ch, r| async move { ClusterClient::new(ch).add_node(r).await };
+        if let Some(resp) = super::on_leader(&self.agent, req.clone_for_forward(), forward).await? {
             return Ok(resp);
         }
         let AddNodeRequest { id, addr } = req.into_inner();
@@ -272,13 +239,8 @@ impl Cluster for ClusterService {
     }
 
     async fn remove_node(&self, req: Request<RemoveNodeRequest>) -> Result<Response<MembershipResponse>, Status> {
-        if let Some(resp) = self
-            .forward_to_leader(
-                req.clone_for_forward(),
-                |mut c, r| async move { c.remove_node(r).await },
-            )
-            .await?
-        {
+        let forward = |ch, r| async move { ClusterClient::new(ch).remove_node(r).await };
+        if let Some(resp) = super::on_leader(&self.agent, req.clone_for_forward(), forward).await? {
             return Ok(resp);
         }
         let id = req.into_inner().id;

@@ -2,6 +2,7 @@
 //! service and server reflection (v1 and v1alpha), served on one listener.
 
 mod cluster;
+mod dns;
 mod endpoints;
 mod history;
 mod raft;
@@ -20,9 +21,11 @@ use crate::propose::Observer;
 use crate::proto::raft::raft_server::RaftServer;
 use crate::proto::raft::ReadIndexRequest;
 use crate::proto::v1::cluster_server::ClusterServer;
+use crate::proto::v1::dns_server::DnsServer;
 use crate::proto::v1::endpoints_server::EndpointsServer;
 use crate::proto::v1::history_server::HistoryServer;
 use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::reconcile::Reconciler;
 
 pub use status::{FORWARDED_HEADER, LEADER_HEADER};
 
@@ -41,6 +44,7 @@ pub enum ServeError {
 pub async fn serve(
     agent: Arc<Agent>,
     observer: Arc<Observer>,
+    reconciler: Option<Arc<Reconciler>>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
@@ -63,12 +67,14 @@ pub async fn serve(
     let history = HistoryServer::new(history::HistoryService::new(agent.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+    let dns = DnsServer::new(dns::DnsService::new(agent.clone(), reconciler));
     let incoming = TcpIncoming::from_listener(listener, true, None).map_err(|e| ServeError::Listener(e.to_string()))?;
     tonic::transport::Server::builder()
         .add_service(raft)
         .add_service(cluster)
         .add_service(endpoints)
         .add_service(history)
+        .add_service(dns)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, shutdown)
@@ -105,4 +111,37 @@ pub(crate) async fn linearize(agent: &Agent) -> Result<(), Status> {
         .await
         .map_err(|e| Status::unavailable(format!("this node did not catch up to index {index}: {e}")))?;
     Ok(())
+}
+
+/// Runs a call on the leader: `None` when this node leads and should handle
+/// it; otherwise the leader's answer, forwarded once (marked with
+/// [`FORWARDED_HEADER`]), or `Unavailable` naming the leader.
+pub(crate) async fn on_leader<T, R, F, Fut>(
+    agent: &Agent,
+    req: Request<T>,
+    call: F,
+) -> Result<Option<tonic::Response<R>>, Status>
+where
+    F: FnOnce(tonic::transport::Channel, Request<T>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<R>, Status>>,
+{
+    if agent.is_leader() {
+        return Ok(None);
+    }
+    let leader = agent.leader().filter(|(id, _)| *id != agent.id);
+    if req.metadata().contains_key(FORWARDED_HEADER) {
+        return Err(status::not_leader(leader));
+    }
+    let Some((_, addr)) = leader else {
+        return Err(status::not_leader(None));
+    };
+    let channel = agent
+        .connector
+        .channel(&addr)
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let mut fwd = Request::new(req.into_inner());
+    fwd.metadata_mut()
+        .insert(FORWARDED_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+    fwd.set_timeout(agent.config.raft.join_timeout.0 + std::time::Duration::from_secs(5));
+    call(channel, fwd).await.map(Some)
 }

@@ -1,0 +1,241 @@
+//! DNS providers: where the decided record set is written.
+//!
+//! A provider lists the records this configuration owns and applies changes,
+//! reporting an outcome per change. Only owned records (a configured hostname
+//! × a configured endpoint address, type A or AAAA) are ever listed, created
+//! or deleted; everything else in the zone is left alone.
+
+pub mod zonefile;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// Record types Vantage manages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RecordType {
+    A,
+    #[allow(clippy::upper_case_acronyms)]
+    AAAA,
+}
+
+impl RecordType {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RecordType::A => "A",
+            RecordType::AAAA => "AAAA",
+        }
+    }
+
+    /// The type of a record holding `address`.
+    pub fn for_address(address: &str) -> RecordType {
+        if address.contains(':') {
+            RecordType::AAAA
+        } else {
+            RecordType::A
+        }
+    }
+}
+
+/// A record's identity: fully qualified name (lower case, no trailing dot),
+/// type and content (the address).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Record {
+    pub name: String,
+    pub rtype: RecordType,
+    pub content: String,
+}
+
+impl fmt::Display for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.name, self.rtype.as_str(), self.content)
+    }
+}
+
+/// A record as a provider holds it, with the provider's id for it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Existing {
+    pub record: Record,
+    pub id: String,
+}
+
+/// One change to apply.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Change {
+    Create(Record),
+    Delete(Existing),
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Create(r) => write!(f, "create {r}"),
+            Change::Delete(e) => write!(f, "delete {} (id {})", e.record, e.id),
+        }
+    }
+}
+
+/// What happened to one change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Done (including "already exists" on create, "does not exist" on delete).
+    Applied,
+    /// Refused for good (e.g. validation); retrying will not help.
+    Failed(String),
+    /// Unknown: the answer was lost; the next listing tells.
+    Unknown(String),
+}
+
+/// The records this configuration may touch: per hostname, the allowed addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Owned {
+    pub names: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Owned {
+    /// Whether `r` is one of ours (name and address both configured).
+    pub fn owns(&self, r: &Record) -> bool {
+        self.names.get(&r.name).is_some_and(|a| a.contains(&r.content))
+            && RecordType::for_address(&r.content) == r.rtype
+    }
+}
+
+/// A provider failure for a whole call.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// Worth retrying later (rate limit, 5xx, timeout, connection).
+    #[error("temporary provider failure: {0}")]
+    Transient(String),
+    /// Retrying will not help until someone fixes something (auth, config).
+    #[error("provider refused: {0}")]
+    Permanent(String),
+}
+
+/// A DNS provider.
+#[tonic::async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// Short name for logs and the audit history, e.g. `cloudflare zone example.com`.
+    fn describe(&self) -> String;
+
+    /// Every record the provider holds that `owned` covers. A failure is an
+    /// error, never an empty list.
+    async fn list(&self, owned: &Owned) -> Result<Vec<Existing>, ProviderError>;
+
+    /// Applies `changes` (deletes first, then creates) and reports each one's outcome.
+    async fn apply(&self, changes: &[Change]) -> Result<Vec<(Change, Outcome)>, ProviderError>;
+}
+
+/// The provider the configuration names, or None for `provider = "none"`.
+pub fn from_config(config: &crate::config::Config) -> Result<Option<Arc<dyn Provider>>, String> {
+    let d = &config.dns;
+    match d.provider.as_str() {
+        "none" => Ok(None),
+        "memory" => Ok(Some(Arc::new(zonefile::Memory::default()))),
+        "zonefile" => {
+            let z = d
+                .zonefile
+                .as_ref()
+                .ok_or_else(|| format!("{}: dns.zonefile: missing", config.source))?;
+            let origin = z.origin.trim_end_matches('.').to_ascii_lowercase();
+            Ok(Some(Arc::new(zonefile::ZoneFile::new(zonefile::ZoneSettings {
+                path: z.path.clone(),
+                hostmaster: z.hostmaster.clone().unwrap_or_else(|| format!("hostmaster.{origin}")),
+                nameservers: if z.nameservers.is_empty() {
+                    vec!["localhost".into()]
+                } else {
+                    z.nameservers.clone()
+                },
+                origin,
+                ttl: z.ttl,
+                static_records: z.static_records.clone(),
+            }))))
+        }
+        other => Err(format!("{}: dns.provider: unknown provider {other:?}", config.source)),
+    }
+}
+
+/// The desired records as the state machine describes them.
+pub fn records_of(desired: &BTreeMap<String, BTreeSet<(String, String)>>) -> BTreeSet<Record> {
+    desired
+        .iter()
+        .flat_map(|(name, set)| {
+            set.iter().map(move |(_, address)| Record {
+                name: name.clone(),
+                rtype: RecordType::for_address(address),
+                content: address.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The changes that turn `actual` into `desired`, touching owned records only.
+/// Duplicates of a desired record beyond the first are deleted too.
+pub fn diff(desired: &BTreeSet<Record>, actual: &[Existing], owned: &Owned) -> Vec<Change> {
+    let mut seen: BTreeSet<&Record> = BTreeSet::new();
+    let mut changes = Vec::new();
+    let mut sorted: Vec<&Existing> = actual.iter().filter(|e| owned.owns(&e.record)).collect();
+    sorted.sort();
+    for e in sorted {
+        if !desired.contains(&e.record) || !seen.insert(&e.record) {
+            changes.push(Change::Delete(e.clone()));
+        }
+    }
+    for r in desired {
+        if owned.owns(r) && !actual.iter().any(|e| &e.record == r) {
+            changes.push(Change::Create(r.clone()));
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(name: &str, content: &str) -> Record {
+        Record {
+            name: name.into(),
+            rtype: RecordType::for_address(content),
+            content: content.into(),
+        }
+    }
+
+    fn ex(id: &str, name: &str, content: &str) -> Existing {
+        Existing {
+            record: rec(name, content),
+            id: id.into(),
+        }
+    }
+
+    #[test]
+    fn diff_touches_only_owned_records_and_removes_duplicates() {
+        let mut owned = Owned::default();
+        owned.names.insert(
+            "www.example.com".into(),
+            ["10.0.0.1", "10.0.0.2", "2001:db8::1"].map(String::from).into(),
+        );
+        let desired: BTreeSet<Record> = [
+            rec("www.example.com", "10.0.0.1"),
+            rec("www.example.com", "2001:db8::1"),
+        ]
+        .into();
+        let actual = vec![
+            ex("a", "www.example.com", "10.0.0.1"),
+            ex("b", "www.example.com", "10.0.0.1"),
+            ex("c", "www.example.com", "10.0.0.2"),
+            ex("d", "www.example.com", "192.0.2.9"),
+            ex("e", "mail.example.com", "10.0.0.2"),
+        ];
+        let changes = diff(&desired, &actual, &owned);
+        assert_eq!(
+            changes,
+            vec![
+                Change::Delete(ex("b", "www.example.com", "10.0.0.1")),
+                Change::Delete(ex("c", "www.example.com", "10.0.0.2")),
+                Change::Create(rec("www.example.com", "2001:db8::1")),
+            ]
+        );
+    }
+}
