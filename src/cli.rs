@@ -39,6 +39,18 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
+    /// Start a local three-agent cluster with three HTTP endpoints and a zone file, and show failovers.
+    Demo {
+        /// Loopback subnet to use: agents on 127.0.N.1-3, endpoints on 127.0.N.11-13.
+        #[arg(long, default_value_t = 77)]
+        net: u8,
+        /// Keep the files here (default: a temporary directory removed on exit).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Play a scripted failover, recovery and leader change, then exit.
+        #[arg(long)]
+        auto: bool,
+    },
     /// Run one agent.
     Run {
         #[arg(long, short)]
@@ -212,6 +224,9 @@ pub fn main(cli: Cli) -> ExitCode {
 async fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Cmd::Run { config } => run_agent(&config).await,
+        Cmd::Demo { net, dir, auto } => crate::demo::run(crate::demo::DemoOptions { net, dir, auto })
+            .await
+            .map_err(Failure::runtime),
         Cmd::Config {
             cmd: ConfigCmd::Check { file },
         } => {

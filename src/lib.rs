@@ -25,6 +25,7 @@
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`clock`]: the injected wall clock (read by the leader only).
 //! - [`cli`]: the command-line client and commands used by the binary.
+//! - [`demo`]: `vantage demo`, a local cluster with endpoints it can break.
 //! - [`proto`]: generated protobuf and gRPC code.
 
 #![forbid(unsafe_code)]
@@ -36,6 +37,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod decide;
+pub mod demo;
 pub mod detect;
 pub mod dns;
 pub mod grpc;
