@@ -205,7 +205,23 @@ impl Failure {
 
 /// Runs a parsed command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // An agent sizes its runtime from its configuration (default one worker:
+    // agents are meant to be light); everything else uses the default.
+    let workers = match &cli.command {
+        Cmd::Run { config } => match Config::load(config) {
+            Ok(c) => Some(c.worker_threads),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -118,6 +118,7 @@ impl Reconciler {
             tracing::warn!("leadership not confirmed, DNS batch abandoned: {e}");
             return false;
         }
+        self.provider.set_context(self.agent.id, term);
         let started = Instant::now();
         let result = self.provider.apply(&plan.changes).await;
         let latency_ms = started.elapsed().as_millis() as u64;

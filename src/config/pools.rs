@@ -153,6 +153,83 @@ pub struct DnsConfig {
     pub reconcile_interval: Dur,
     #[serde(default)]
     pub zonefile: Option<ZonefileConfig>,
+    #[serde(default)]
+    pub cloudflare: Option<CloudflareSection>,
+}
+
+/// The Cloudflare provider's settings. The credentials are never written
+/// here: they come from an environment variable or a file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudflareSection {
+    #[serde(default = "default_api_base")]
+    pub api_base: String,
+    /// Zone name, e.g. "example.com"; every pool hostname must be inside it.
+    pub zone: String,
+    /// Skips the zone lookup when given.
+    #[serde(default)]
+    pub zone_id: Option<String>,
+    /// Environment variable holding an API token (default CLOUDFLARE_API_TOKEN).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// File holding an API token.
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Legacy global-key authentication: environment variables for the email and key.
+    #[serde(default)]
+    pub email_env: Option<String>,
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// Set on created records.
+    #[serde(default = "yes_proxied")]
+    pub proxied: bool,
+    /// 1 = automatic, else 30..86400.
+    #[serde(default = "auto_ttl")]
+    pub ttl: u32,
+    #[serde(default = "default_comment")]
+    pub comment: String,
+    /// Operations per batch request: 200 on the Free plan, 3500 on paid plans.
+    #[serde(default = "default_batch")]
+    pub batch_limit: usize,
+    #[serde(default = "yes_proxied")]
+    pub use_batch: bool,
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Dur,
+    /// At most this many requests start in any `rate_window` (Cloudflare: 1,200 per 5 minutes).
+    #[serde(default = "default_rate")]
+    pub rate_limit: u32,
+    #[serde(default = "default_rate_window")]
+    pub rate_window: Dur,
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_api_base() -> String {
+    "https://api.cloudflare.com/client/v4".into()
+}
+fn yes_proxied() -> bool {
+    true
+}
+fn auto_ttl() -> u32 {
+    1
+}
+fn default_comment() -> String {
+    "managed by vantage".into()
+}
+fn default_batch() -> usize {
+    200
+}
+fn default_request_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_rate() -> u32 {
+    1200
+}
+fn default_rate_window() -> Dur {
+    Dur(Duration::from_secs(300))
+}
+fn default_attempts() -> u32 {
+    5
 }
 
 fn default_provider() -> String {
@@ -169,6 +246,7 @@ impl Default for DnsConfig {
             dry_run: false,
             reconcile_interval: default_reconcile(),
             zonefile: None,
+            cloudflare: None,
         }
     }
 }
@@ -591,10 +669,63 @@ impl Config {
         self.validate_dns()
     }
 
+    /// Every pool hostname must lie inside the provider's zone.
+    fn hostnames_inside(&self, zone: &str, key: &str) -> Result<(), ConfigError> {
+        for (p, pool) in self.pools.iter().enumerate() {
+            for (h, host) in pool.hostnames.iter().enumerate() {
+                let host = host.trim_end_matches('.').to_ascii_lowercase();
+                if host != zone && !host.ends_with(&format!(".{zone}")) {
+                    return Err(self.invalid(
+                        &format!("pools[{p}].hostnames[{h}]"),
+                        format!("{host:?} is outside the zone {zone:?} of {key}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn validate_dns(&self) -> Result<(), ConfigError> {
         let d = &self.dns;
         match d.provider.as_str() {
             "none" | "memory" => {}
+            "cloudflare" => {
+                let Some(c) = &d.cloudflare else {
+                    return Err(self.invalid(
+                        "dns.cloudflare",
+                        "provider \"cloudflare\" needs a [dns.cloudflare] table with at least zone",
+                    ));
+                };
+                let zone = c.zone.trim_end_matches('.').to_ascii_lowercase();
+                if !valid_hostname(&zone) {
+                    return Err(self.invalid(
+                        "dns.cloudflare.zone",
+                        format!("expected a DNS name like \"example.com\", got {:?}", c.zone),
+                    ));
+                }
+                if !(c.api_base.starts_with("https://") || c.api_base.starts_with("http://")) {
+                    return Err(self.invalid(
+                        "dns.cloudflare.api_base",
+                        format!("expected an http(s) URL, got {:?}", c.api_base),
+                    ));
+                }
+                if c.ttl != 1 && !(30..=86_400).contains(&c.ttl) {
+                    return Err(self.invalid(
+                        "dns.cloudflare.ttl",
+                        format!("expected 1 (automatic) or 30 to 86400, got {}", c.ttl),
+                    ));
+                }
+                if c.batch_limit == 0 {
+                    return Err(self.invalid("dns.cloudflare.batch_limit", "expected at least 1, got 0"));
+                }
+                if c.rate_limit == 0 || c.rate_window.0.is_zero() {
+                    return Err(self.invalid(
+                        "dns.cloudflare.rate_limit",
+                        "expected a positive number of requests per a positive rate_window",
+                    ));
+                }
+                self.hostnames_inside(&zone, "dns.cloudflare.zone")?;
+            }
             "zonefile" => {
                 let Some(z) = &d.zonefile else {
                     return Err(self.invalid(
@@ -615,22 +746,12 @@ impl Config {
                         format!("expected 1 to 86400 seconds, got {}", z.ttl),
                     ));
                 }
-                for (p, pool) in self.pools.iter().enumerate() {
-                    for (h, host) in pool.hostnames.iter().enumerate() {
-                        let host = host.trim_end_matches('.').to_ascii_lowercase();
-                        if host != origin && !host.ends_with(&format!(".{origin}")) {
-                            return Err(self.invalid(
-                                &format!("pools[{p}].hostnames[{h}]"),
-                                format!("{host:?} is outside the zone {origin:?} of dns.zonefile.origin"),
-                            ));
-                        }
-                    }
-                }
+                self.hostnames_inside(&origin, "dns.zonefile.origin")?;
             }
             other => {
                 return Err(self.invalid(
                     "dns.provider",
-                    format!("expected \"none\", \"zonefile\" or \"memory\", got {other:?}"),
+                    format!("expected \"none\", \"zonefile\", \"cloudflare\" or \"memory\", got {other:?}"),
                 ))
             }
         }

@@ -5,6 +5,7 @@
 //! × a configured endpoint address, type A or AAAA) are ever listed, created
 //! or deleted; everything else in the zone is left alone.
 
+pub mod cloudflare;
 pub mod zonefile;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -125,6 +126,10 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Applies `changes` (deletes first, then creates) and reports each one's outcome.
     async fn apply(&self, changes: &[Change]) -> Result<Vec<(Change, Outcome)>, ProviderError>;
+
+    /// Tells the provider which node writes, in which term (sent along where
+    /// the provider can carry it, for the audit trail on the provider's side).
+    fn set_context(&self, _node: u64, _term: u64) {}
 }
 
 /// The provider the configuration names, or None for `provider = "none"`.
@@ -151,6 +156,33 @@ pub fn from_config(config: &crate::config::Config) -> Result<Option<Arc<dyn Prov
                 ttl: z.ttl,
                 static_records: z.static_records.clone(),
             }))))
+        }
+        "cloudflare" => {
+            let c = d
+                .cloudflare
+                .as_ref()
+                .ok_or_else(|| format!("{}: dns.cloudflare: missing", config.source))?;
+            let credentials = cloudflare::Credentials::from_env_or_file(
+                c.token_env.as_deref(),
+                c.token_file.as_deref(),
+                c.email_env.as_deref(),
+                c.key_env.as_deref(),
+            )
+            .map_err(|e| format!("{}: dns.cloudflare: {e}", config.source))?;
+            let mut cfg = cloudflare::CloudflareConfig::new(c.zone.clone(), credentials);
+            cfg.api_base = c.api_base.clone();
+            cfg.zone_id = c.zone_id.clone();
+            cfg.proxied = c.proxied;
+            cfg.ttl = c.ttl;
+            cfg.comment = c.comment.clone();
+            cfg.batch_limit = c.batch_limit;
+            cfg.use_batch = c.use_batch;
+            cfg.request_timeout = c.request_timeout.0;
+            cfg.rate_limit = (c.rate_limit, c.rate_window.0);
+            cfg.max_attempts = c.max_attempts;
+            let client =
+                cloudflare::Cloudflare::new(cfg).map_err(|e| format!("{}: dns.cloudflare: {e}", config.source))?;
+            Ok(Some(Arc::new(client)))
         }
         other => Err(format!("{}: dns.provider: unknown provider {other:?}", config.source)),
     }
