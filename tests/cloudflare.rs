@@ -1,0 +1,268 @@
+//! The Cloudflare provider against a strict double of the API that validates
+//! every request against Cloudflare's published schema: a fault storm
+//! converges, batches are sized to the plan limit, and three real agents
+//! write through it, the leader alone, touching only their own records.
+
+mod cfdouble;
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cfdouble::{Double, DoubleConfig, Fault, FaultFilter, SeedRecord};
+use common::{wait_for, Cluster, Port};
+use vantage::dns::cloudflare::{Cloudflare, CloudflareConfig, Credentials, Secret};
+use vantage::dns::{diff, Owned, Provider, Record, RecordType};
+
+const LONG: Duration = Duration::from_secs(60);
+const ZONE: &str = "example.test";
+const ZONE_ID: &str = "9a7806061c88ada191ed06f989cc3dac";
+const TOKEN: &str = "vantage-test-token-3f9c2e71d0";
+
+fn openapi() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/cloudflare/dns-openapi.json"
+    ))
+}
+
+/// A double with one zone and records Vantage does not own.
+async fn double() -> Double {
+    let cfg = DoubleConfig::new(openapi())
+        .token(TOKEN)
+        .zone(ZONE, ZONE_ID)
+        .seed(SeedRecord::new(ZONE, "A", "mail.example.test", "192.0.2.25"))
+        .seed(SeedRecord::new(ZONE, "A", "www.example.test", "192.0.2.99"))
+        .seed(SeedRecord::new(ZONE, "TXT", "example.test", "\"v=spf1 -all\""));
+    cfdouble::start(cfg).await
+}
+
+fn client(d: &Double) -> Cloudflare {
+    let mut cfg = CloudflareConfig::new(ZONE, Credentials::Token(Secret::new(TOKEN)));
+    cfg.api_base = d.base_url();
+    cfg.request_timeout = Duration::from_secs(2);
+    cfg.max_attempts = 8;
+    Cloudflare::new(cfg).expect("client")
+}
+
+fn owned(hosts: &[&str], addrs: &[String]) -> Owned {
+    let mut o = Owned::default();
+    for h in hosts {
+        o.names.insert(h.to_string(), addrs.iter().cloned().collect());
+    }
+    o
+}
+
+fn records(hosts: &[&str], addrs: &[String]) -> BTreeSet<Record> {
+    hosts
+        .iter()
+        .flat_map(|h| {
+            addrs.iter().map(move |a| Record {
+                name: h.to_string(),
+                rtype: RecordType::for_address(a),
+                content: a.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Reconciles until the provider holds `desired`, as the leader would.
+async fn converge(p: &Cloudflare, desired: &BTreeSet<Record>, o: &Owned) -> usize {
+    for round in 1..=20 {
+        match p.list(o).await {
+            Ok(actual) => {
+                let changes = diff(desired, &actual, o);
+                if changes.is_empty() {
+                    return round;
+                }
+                let _ = p.apply(&changes).await;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    panic!("did not converge in 20 rounds");
+}
+
+fn assert_clean(d: &Double) {
+    assert!(d.violations().is_empty(), "schema violations: {:#?}", d.violations());
+    assert!(
+        d.seed_records_intact().is_ok(),
+        "foreign records touched: {:?}",
+        d.seed_records_intact()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_storm_converges_without_duplicates_or_schema_violations() {
+    let d = double().await;
+    let p = client(&d);
+    let addrs: Vec<String> = (1..=6)
+        .map(|i| format!("10.0.0.{i}"))
+        .chain(["2001:db8::1".to_string()])
+        .collect();
+    let hosts = ["www.example.test", "example.test"];
+    let o = owned(&hosts, &addrs);
+    let want = records(&hosts, &addrs[..4]);
+    d.inject(Fault::TooManyRequests { retry_after_secs: 1 });
+    d.inject(Fault::ServerError(502));
+    d.inject(Fault::ServerError(503));
+    d.inject_when(Fault::AppliedButLost, FaultFilter::writes());
+    d.inject(Fault::TruncatedJson);
+    d.inject(Fault::Garbage);
+    d.inject(Fault::Slow(Duration::from_millis(300)));
+    converge(&p, &want, &o).await;
+    // Then a change of mind under more faults: two endpoints leave, one returns.
+    let want2 = records(&hosts, &[addrs[0].clone(), addrs[1].clone(), addrs[6].clone()]);
+    d.inject_when(Fault::AppliedButLost, FaultFilter::writes());
+    d.inject(Fault::ServerError(500));
+    d.inject_when(Fault::TruncatedJson, FaultFilter::writes());
+    converge(&p, &want2, &o).await;
+
+    let held = d.records(ZONE);
+    let mine: Vec<_> = held
+        .iter()
+        .filter(|r| r.content != "192.0.2.99" && r.name != "mail.example.test" && r.record_type != "TXT")
+        .collect();
+    assert_eq!(mine.len(), want2.len(), "duplicates or leftovers: {mine:#?}");
+    let keys: BTreeSet<_> = mine.iter().map(|r| (r.name.clone(), r.content.clone())).collect();
+    assert_eq!(keys.len(), mine.len(), "duplicate records");
+    assert_clean(&d);
+    assert!(d.max_requests_in_window(Duration::from_secs(300)) <= 1200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mass_failover_uses_batches_sized_to_the_plan_limit() {
+    let d = double().await;
+    let p = client(&d);
+    let addrs: Vec<String> = (0..500).map(|i| format!("10.1.{}.{}", i / 250, i % 250 + 1)).collect();
+    let hosts = ["www.example.test", "example.test"];
+    let o = owned(&hosts, &addrs);
+    converge(&p, &records(&hosts, &addrs), &o).await;
+    let before = d.requests().len();
+    // All 500 endpoints go down at once (the panic freeze is off here).
+    let actual = p.list(&o).await.unwrap();
+    let changes = diff(&BTreeSet::new(), &actual, &o);
+    assert_eq!(changes.len(), 1000);
+    let lists_before = d.requests().len();
+    let outcomes = p.apply(&changes).await.unwrap();
+    assert!(outcomes.iter().all(|(_, o)| *o == vantage::dns::Outcome::Applied));
+    let writes: Vec<_> = d.requests()[lists_before..]
+        .iter()
+        .filter(|r| r.method != "GET")
+        .cloned()
+        .collect();
+    // ceil(500 endpoints x 2 hostnames / 200 per batch) = 5 write requests.
+    assert_eq!(
+        writes.len(),
+        5,
+        "{:?}",
+        writes.iter().map(|w| w.path.clone()).collect::<Vec<_>>()
+    );
+    assert!(writes.iter().all(|w| w.path.ends_with("/dns_records/batch")));
+    assert!(d.requests().len() - before < 20);
+    assert_clean(&d);
+}
+
+/// Agents writing through the double; each node's config points at it.
+fn agent_config(base: &str, token_file: &str, net: u8) -> String {
+    format!(
+        "[probe]\ninterval = \"200ms\"\ntimeout = \"150ms\"\nfall = 2\nrise = 2\nheartbeat = \"1s\"\n\n\
+         [decision]\nobservation_ttl = \"3s\"\nhold_down = \"0s\"\npanic_threshold = 1.0\n\n\
+         [dns]\nprovider = \"cloudflare\"\nreconcile_interval = \"1s\"\n\
+         [dns.cloudflare]\napi_base = \"{base}\"\nzone = \"{ZONE}\"\ntoken_file = \"{token_file}\"\nproxied = true\nttl = 120\n\n\
+         [[pools]]\nname = \"web\"\nhostnames = [\"www.example.test\", \"example.test\"]\ncheck = {{ kind = \"tcp\", port = 7600 }}\n\
+         [[pools.endpoints]]\naddress = \"127.0.{net}.200\"\n[[pools.endpoints]]\naddress = \"127.0.{net}.201\"\n"
+    )
+}
+
+fn managed(d: &Double) -> BTreeMap<(String, String), (bool, u32)> {
+    d.records(ZONE)
+        .into_iter()
+        .filter(|r| r.comment.as_deref() == Some("managed by vantage"))
+        .map(|r| ((r.name.clone(), r.content.clone()), (r.proxied, r.ttl)))
+        .collect()
+}
+
+#[test]
+fn three_agents_write_through_the_leader_only_and_leave_foreign_records_alone() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let d = rt.block_on(double());
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("cf-token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let mut a = Port::open("127.0.50.200:7600".parse().unwrap());
+    let _b = Port::open("127.0.50.201:7600".parse().unwrap());
+    let (base, tf) = (d.base_url(), token_file.display().to_string());
+    let mut c = Cluster::with_extra(50, 3, "", move |_| agent_config(&base, &tf, 50));
+    c.start_all();
+    c.bootstrap();
+    let leader = c.wait_leader(&[1, 2, 3], LONG);
+
+    let all = wait_for("four managed records at the double", LONG, || {
+        (managed(&d).len() == 4).then_some(())
+    });
+    assert!(all.is_some(), "{:#?}\n{}", d.records(ZONE), c.logs());
+    assert!(
+        managed(&d).values().all(|v| *v == (true, 120)),
+        "proxied/ttl not as configured: {:?}",
+        managed(&d)
+    );
+
+    a.close();
+    let gone = wait_for("the dead endpoint's records deleted", LONG, || {
+        let m = managed(&d);
+        (m.len() == 2 && m.keys().all(|(_, addr)| addr == "127.0.50.201")).then_some(())
+    });
+    assert!(gone.is_some(), "{:?}\n{}", managed(&d), c.logs());
+
+    // Every write came from one node, the leader, in its term.
+    let term = c.status(leader)["term"].as_u64().unwrap().to_string();
+    let writes: Vec<_> = d.requests().into_iter().filter(|r| r.method != "GET").collect();
+    assert!(!writes.is_empty());
+    for w in &writes {
+        assert_eq!(w.vantage_node.as_deref(), Some(leader.to_string().as_str()), "{w:?}");
+        assert_eq!(w.vantage_term.as_deref(), Some(term.as_str()), "{w:?}");
+    }
+    let readers: BTreeSet<_> = d.requests().into_iter().filter_map(|r| r.vantage_node).collect();
+    assert_eq!(
+        readers,
+        BTreeSet::from([leader.to_string()]),
+        "only the leader talks to the provider"
+    );
+    assert_clean(&d);
+
+    // The token is never in logs, the data directories or API answers.
+    let mut places: Vec<String> = (1..=3).map(|id| c.log_text(id)).collect();
+    places.push(String::from_utf8_lossy(&c.cli(&["history", "--addr", c.addr(1), "--json"]).stdout).into_owned());
+    places.push(String::from_utf8_lossy(&c.cli(&["endpoints", "--addr", c.addr(2), "--json"]).stdout).into_owned());
+    places.push(String::from_utf8_lossy(&c.cli(&["plan", "--addr", c.addr(3), "--json"]).stdout).into_owned());
+    for (i, text) in places.iter().enumerate() {
+        assert!(!text.contains(TOKEN), "token found in place {i}");
+    }
+    for id in 1..=3 {
+        for entry in walk(&c.data_dir(id)) {
+            let bytes = std::fs::read(&entry).unwrap_or_default();
+            assert!(
+                !bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+                "token found in {}",
+                entry.display()
+            );
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
