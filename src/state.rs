@@ -808,6 +808,62 @@ mod tests {
     }
 
     #[test]
+    fn mass_removal_freezes_and_raises_the_alarm_until_endpoints_recover() {
+        let addrs: Vec<String> = (1..=10).map(|i| format!("10.0.0.{i}")).collect();
+        let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+        let mut cat = catalog(&refs);
+        cat.panic_threshold_ppm = 500_000;
+        let mut s = AppState::default();
+        let install = Proposal {
+            origin: 1,
+            log_time_ms: 10,
+            command: Command::Catalog(cat),
+        };
+        s.apply(1, &install, &voters());
+        let mut index = 1;
+        let mut down = |s: &mut AppState, agent: u64, n: u64, t: u64, ids: &[String], status: Health| {
+            index += 1;
+            let p = Proposal {
+                origin: agent,
+                log_time_ms: t,
+                command: Command::Observe {
+                    agent,
+                    seq: Seq { boot: 1, n },
+                    abstain: false,
+                    changes: ids
+                        .iter()
+                        .map(|a| Change {
+                            endpoint: format!("web/{a}"),
+                            status,
+                            evidence: Evidence::default(),
+                        })
+                        .collect(),
+                },
+            };
+            s.apply(index, &p, &voters());
+        };
+        // Agents 1 and 2 see 8 of 10 endpoints go down within seconds.
+        down(&mut s, 1, 1, 1000, &addrs[..8], Health::Down);
+        down(&mut s, 2, 1, 1500, &addrs[..8], Health::Down);
+        let decided = s.endpoints.values().filter(|e| e.decision == Decision::Down).count();
+        assert_eq!(decided, 8, "decisions are still made");
+        assert!(s.panic.is_some(), "alarm raised");
+        assert!(s.history.iter().any(|e| e.kind == "panic" && e.to == "frozen"));
+        // At most half could go before the freeze; the rest are held in DNS.
+        let in_dns = s.endpoints.values().filter(|e| e.in_dns).count();
+        assert!(in_dns >= 5, "removals held: {in_dns} in DNS");
+        assert!(s
+            .endpoints
+            .values()
+            .any(|e| e.decision == Decision::Down && e.in_dns && e.dns_reason.contains("panic freeze")));
+        // They recover: the freeze lifts.
+        down(&mut s, 1, 2, 5000, &addrs[..8], Health::Up);
+        down(&mut s, 2, 2, 5500, &addrs[..8], Health::Up);
+        assert!(s.panic.is_none());
+        assert!(s.history.iter().any(|e| e.kind == "panic" && e.to == "normal"));
+    }
+
+    #[test]
     fn quorum_of_two_decides_down_and_history_names_the_agents() {
         let mut s = with_catalog();
         s.apply(2, &observe(1, 1, 1, 100, "web/10.0.0.1", Health::Down), &voters());

@@ -195,6 +195,8 @@ fn three_agents_write_through_the_leader_only_and_leave_foreign_records_alone() 
     let _b = Port::open("127.0.50.201:7600".parse().unwrap());
     let (base, tf) = (d.base_url(), token_file.display().to_string());
     let mut c = Cluster::with_extra(50, 3, "", move |_| agent_config(&base, &tf, 50));
+    // Trace level: the token must not appear even in the most verbose logs.
+    c.set_log_level("trace,h2=info,hyper=info,sled=info");
     c.start_all();
     c.bootstrap();
     let leader = c.wait_leader(&[1, 2, 3], LONG);
@@ -215,6 +217,14 @@ fn three_agents_write_through_the_leader_only_and_leave_foreign_records_alone() 
         (m.len() == 2 && m.keys().all(|(_, addr)| addr == "127.0.50.201")).then_some(())
     });
     assert!(gone.is_some(), "{:?}\n{}", managed(&d), c.logs());
+
+    // It comes back: its records are re-created, once each, as configured.
+    let _a = Port::open("127.0.50.200:7600".parse().unwrap());
+    let back = wait_for("the endpoint's records re-created", LONG, || {
+        (managed(&d).len() == 4).then_some(())
+    });
+    assert!(back.is_some(), "{:?}\n{}", managed(&d), c.logs());
+    assert!(managed(&d).values().all(|v| *v == (true, 120)));
 
     // Every write came from one node, the leader, in its term.
     let term = c.status(leader)["term"].as_u64().unwrap().to_string();
@@ -237,6 +247,9 @@ fn three_agents_write_through_the_leader_only_and_leave_foreign_records_alone() 
     places.push(String::from_utf8_lossy(&c.cli(&["history", "--addr", c.addr(1), "--json"]).stdout).into_owned());
     places.push(String::from_utf8_lossy(&c.cli(&["endpoints", "--addr", c.addr(2), "--json"]).stdout).into_owned());
     places.push(String::from_utf8_lossy(&c.cli(&["plan", "--addr", c.addr(3), "--json"]).stdout).into_owned());
+    for (id, log) in places.iter().take(3).enumerate() {
+        assert!(log.contains("DEBUG"), "agent {} was not logging verbosely", id + 1);
+    }
     for (i, text) in places.iter().enumerate() {
         assert!(!text.contains(TOKEN), "token found in place {i}");
     }

@@ -35,6 +35,8 @@ pub struct Cluster {
     raft_extra: String,
     /// Extra TOML tables per node (probes, pools, control targets).
     extra: Box<dyn Fn(u64) -> String>,
+    /// `log_level` written into every node's config.
+    pub log_level: String,
 }
 
 pub fn addr(net: u8, id: u64) -> String {
@@ -56,6 +58,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             raft_extra: raft_extra.to_string(),
             extra: Box::new(extra),
+            log_level: "info".into(),
         };
         for id in 1..=voters {
             c.add_config(id, voters);
@@ -63,11 +66,23 @@ impl Cluster {
         c
     }
 
+    /// Rewrites every node's config with `level` as its log level.
+    pub fn set_log_level(&mut self, level: &str) {
+        self.log_level = level.to_string();
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        let members = ids.len() as u64;
+        for id in ids {
+            self.add_config(id, members);
+        }
+    }
+
     /// Writes a config for node `id`, listing nodes `1..=members` as the cluster's members.
     pub fn add_config(&mut self, id: u64, members: u64) -> &Node {
         let addr = addr(self.net, id);
-        let mut text =
-            format!("node_id = {id}\nlisten = \"{addr}\"\ndata_dir = \"data{id}\"\nlog_level = \"info\"\n\n");
+        let mut text = format!(
+            "node_id = {id}\nlisten = \"{addr}\"\ndata_dir = \"data{id}\"\nlog_level = \"{}\"\n\n",
+            self.log_level
+        );
         for m in 1..=members {
             text += &format!("[[members]]\nid = {m}\naddr = \"{}\"\n\n", self::addr(self.net, m));
         }
