@@ -392,7 +392,8 @@ async fn run_agent(path: &Path) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Failure::runtime(format!("{}: listen: cannot bind {addr}: {e}", config.source)))?;
-    let connector = Connector::new(config.raft.connect_timeout.0, config.raft.max_message_bytes);
+    let connector =
+        Connector::new(config.raft.connect_timeout.0, config.raft.max_message_bytes).with_local_ip(addr.ip());
     crate::run(config, listener, connector, Arc::new(SystemClock), shutdown_signal())
         .await
         .map_err(|e| Failure::runtime(e.to_string()))

@@ -82,6 +82,9 @@ impl Reconciler {
 
     /// One round. Returns true when the provider holds the desired set.
     async fn round(&self, last_plan: &mut Option<Vec<Change>>) -> bool {
+        // Every request of the round, reads included, says who sends it.
+        let term = self.agent.metrics().current_term;
+        self.provider.set_context(self.agent.id, term);
         let plan = match self.plan().await {
             Ok(p) => p,
             Err(e) => {
@@ -93,7 +96,6 @@ impl Reconciler {
             *last_plan = None;
             return true;
         }
-        let term = self.agent.metrics().current_term;
         let changes: Vec<String> = plan.changes.iter().map(|c| c.to_string()).collect();
         if self.dry_run {
             if last_plan.as_ref() != Some(&plan.changes) {
@@ -114,11 +116,20 @@ impl Reconciler {
             return true;
         }
         // One writer: confirm leadership with a quorum right before writing.
-        if let Err(e) = self.agent.raft.ensure_linearizable().await {
-            tracing::warn!("leadership not confirmed, DNS batch abandoned: {e}");
-            return false;
+        // An isolated leader cannot collect a quorum: give up after two
+        // election timeouts rather than wait for the partition to heal.
+        let wait = self.agent.config.raft.election_timeout_max.0 * 2;
+        match tokio::time::timeout(wait, self.agent.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!("leadership not confirmed, DNS batch abandoned: {e}");
+                return false;
+            }
+            Err(_) => {
+                tracing::warn!("no quorum confirmed leadership within {wait:?}, DNS batch abandoned");
+                return false;
+            }
         }
-        self.provider.set_context(self.agent.id, term);
         let started = Instant::now();
         let result = self.provider.apply(&plan.changes).await;
         let latency_ms = started.elapsed().as_millis() as u64;

@@ -279,3 +279,193 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Cuts the links between one agent's address and the others' with iptables;
+/// the rules are removed on drop.
+struct Partition(Vec<Vec<String>>);
+
+impl Partition {
+    fn isolate(net: u8, node: u64, others: &[u64]) -> Partition {
+        let mut rules = Vec::new();
+        for o in others {
+            for (src, dst) in [(node, *o), (*o, node)] {
+                let rule: Vec<String> = [
+                    "INPUT",
+                    "-s",
+                    &format!("127.0.{net}.{src}"),
+                    "-d",
+                    &format!("127.0.{net}.{dst}"),
+                    "-j",
+                    "DROP",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                let mut add = vec!["-I".to_string()];
+                add.extend(rule.iter().cloned());
+                let ok = std::process::Command::new("iptables").args(&add).status();
+                assert!(
+                    matches!(ok, Ok(s) if s.success()),
+                    "this test needs root and iptables: {ok:?}"
+                );
+                rules.push(rule);
+            }
+        }
+        Partition(rules)
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        for rule in &self.0 {
+            let mut del = vec!["-D".to_string()];
+            del.extend(rule.iter().cloned());
+            let _ = std::process::Command::new("iptables").args(&del).status();
+        }
+    }
+}
+
+fn writes_by(d: &Double, node: u64, since: usize) -> usize {
+    d.requests()[since..]
+        .iter()
+        .filter(|r| r.method != "GET" && r.vantage_node.as_deref() == Some(node.to_string().as_str()))
+        .count()
+}
+
+#[test]
+fn isolated_leader_makes_no_writes_and_the_new_leaders_writes_win() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let d = rt.block_on(double());
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("cf-token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let mut a = Port::open("127.0.53.200:7600".parse().unwrap());
+    let _b = Port::open("127.0.53.201:7600".parse().unwrap());
+    let (base, tf) = (d.base_url(), token_file.display().to_string());
+    let mut c = Cluster::with_extra(53, 3, "", move |_| agent_config(&base, &tf, 53));
+    c.start_all();
+    c.bootstrap();
+    let old = c.wait_leader(&[1, 2, 3], LONG);
+    wait_for("four managed records", LONG, || (managed(&d).len() == 4).then_some(())).expect("records");
+    let old_term = c.status(old)["term"].as_u64().unwrap();
+    let rest: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
+
+    // The leader is cut off from the other agents, but still reaches the API.
+    let cut = d.requests().len();
+    let partition = Partition::isolate(53, old, &rest);
+    // Drift the old leader would like to repair: a managed record deleted by hand.
+    let victim = d
+        .records(ZONE)
+        .into_iter()
+        .find(|r| r.comment.as_deref() == Some("managed by vantage") && r.content == "127.0.53.201")
+        .unwrap();
+    let manual = client(&d);
+    let gone = vantage::dns::Existing {
+        record: Record {
+            name: victim.name.clone(),
+            rtype: RecordType::A,
+            content: victim.content.clone(),
+        },
+        id: victim.id.clone(),
+    };
+    rt.block_on(manual.apply(&[vantage::dns::Change::Delete(gone)]))
+        .unwrap();
+    // And the endpoint dies, which the majority decides.
+    a.close();
+    let new = c.wait_leader(&rest, LONG);
+    assert_ne!(new, old);
+    let done = wait_for(
+        "the new leader's writes: drift repaired and the dead endpoint removed",
+        LONG,
+        || {
+            let m = managed(&d);
+            (m.len() == 2 && m.keys().all(|(_, addr)| addr == "127.0.53.201")).then_some(())
+        },
+    );
+    assert!(done.is_some(), "{:?}\n{}", managed(&d), c.logs());
+    // Give the isolated node several reconcile rounds to misbehave.
+    let t0 = c.endpoints(new).unwrap()["log_time_ms"].as_u64().unwrap();
+    wait_for("3 s of log time", LONG, || {
+        (c.endpoints(new)?["log_time_ms"].as_u64()? >= t0 + 3000).then_some(())
+    })
+    .expect("log time");
+    assert_eq!(
+        writes_by(&d, old, cut),
+        0,
+        "the isolated old leader wrote to the provider"
+    );
+    let new_term = c.status(new)["term"].as_u64().unwrap();
+    assert!(new_term > old_term);
+    let new_writes: Vec<_> = d.requests()[cut..]
+        .iter()
+        .filter(|r| r.method != "GET")
+        .cloned()
+        .collect();
+    assert!(!new_writes.is_empty());
+    for w in &new_writes {
+        if w.vantage_node.is_none() {
+            continue; // the manual delete
+        }
+        assert_eq!(w.vantage_node.as_deref(), Some(new.to_string().as_str()), "{w:?}");
+        assert_eq!(w.vantage_term.as_deref(), Some(new_term.to_string().as_str()), "{w:?}");
+    }
+    assert!(
+        c.log_text(old).contains("DNS batch abandoned"),
+        "the old leader never tried, so the test proves little:\n{}",
+        c.log_text(old)
+    );
+    drop(partition);
+    assert_clean(&d);
+}
+
+#[test]
+fn leader_killed_between_decision_and_write_is_finished_by_the_next() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let d = rt.block_on(double());
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("cf-token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let mut a = Port::open("127.0.54.200:7600".parse().unwrap());
+    let _b = Port::open("127.0.54.201:7600".parse().unwrap());
+    let (base, tf) = (d.base_url(), token_file.display().to_string());
+    let mut c = Cluster::with_extra(54, 3, "", move |_| agent_config(&base, &tf, 54));
+    c.start_all();
+    c.bootstrap();
+    let old = c.wait_leader(&[1, 2, 3], LONG);
+    wait_for("four managed records", LONG, || (managed(&d).len() == 4).then_some(())).expect("records");
+
+    // The leader's next write is applied but its answer is lost; it dies right then.
+    d.inject_when(Fault::AppliedButLost, FaultFilter::writes());
+    let cut = d.requests().len();
+    a.close();
+    wait_for("the old leader's write reaching the API", LONG, || {
+        (writes_by(&d, old, cut) > 0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{}", c.logs()));
+    c.kill(old);
+    let rest: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
+    let new = c.wait_leader(&rest, LONG);
+    // The new leader lists what is there and finishes the change; nothing is duplicated or lost.
+    let done = wait_for("the change completed", LONG, || {
+        let m = managed(&d);
+        (m.len() == 2 && m.keys().all(|(_, addr)| addr == "127.0.54.201")).then_some(())
+    });
+    assert!(done.is_some(), "{:?}\n{}", managed(&d), c.logs());
+    let reads_by_new = d.requests()[cut..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.vantage_node.as_deref() == Some(new.to_string().as_str()))
+        .count();
+    assert!(reads_by_new > 0, "the new leader never looked");
+    let keys: Vec<_> = d.records(ZONE).into_iter().map(|r| (r.name, r.content)).collect();
+    let unique: BTreeSet<_> = keys.iter().cloned().collect();
+    assert_eq!(keys.len(), unique.len(), "duplicate records: {keys:?}");
+    let history = c.cli_json(&["history", "--addr", c.addr(new), "--limit", "1000"]);
+    let audits: Vec<_> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "dns-write")
+        .collect();
+    assert!(!audits.is_empty());
+    assert_clean(&d);
+}

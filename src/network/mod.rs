@@ -4,8 +4,11 @@
 mod raft;
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::net::TcpSocket;
 
 use tonic::transport::{Channel, Endpoint};
 
@@ -22,6 +25,9 @@ pub struct Connector {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     connect_timeout: Duration,
     max_message_bytes: usize,
+    /// Source address of outgoing connections (the agent's own), so that
+    /// peers, firewalls and tests see each agent as its own host.
+    local_ip: Option<IpAddr>,
 }
 
 /// A peer address that cannot be turned into a gRPC endpoint.
@@ -38,7 +44,14 @@ impl Connector {
             channels: Arc::new(Mutex::new(HashMap::new())),
             connect_timeout,
             max_message_bytes,
+            local_ip: None,
         }
+    }
+
+    /// Binds outgoing connections to `ip` (ignored when unspecified).
+    pub fn with_local_ip(mut self, ip: IpAddr) -> Self {
+        self.local_ip = (!ip.is_unspecified()).then_some(ip);
+        self
     }
 
     /// A (cached) lazily connecting channel to `addr`.
@@ -57,7 +70,32 @@ impl Connector {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
-        let ch = endpoint.connect_lazy();
+        let ch = match self.local_ip {
+            None => endpoint.connect_lazy(),
+            Some(ip) => endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: tonic::transport::Uri| {
+                Box::pin(async move {
+                    let host = uri
+                        .host()
+                        .unwrap_or_default()
+                        .trim_matches(|c| c == '[' || c == ']')
+                        .to_string();
+                    let port = uri.port_u16().unwrap_or(80);
+                    let target = tokio::net::lookup_host((host.as_str(), port))
+                        .await?
+                        .find(|a| a.is_ipv4() == ip.is_ipv4())
+                        .ok_or_else(|| std::io::Error::other(format!("{host}: no address of the family of {ip}")))?;
+                    let socket = if ip.is_ipv4() {
+                        TcpSocket::new_v4()?
+                    } else {
+                        TcpSocket::new_v6()?
+                    };
+                    socket.bind(SocketAddr::new(ip, 0))?;
+                    let stream = socket.connect(target).await?;
+                    stream.set_nodelay(true)?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                })
+            })),
+        };
         map.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }
