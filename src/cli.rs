@@ -661,6 +661,9 @@ pub fn render_status(s: &ClusterStatus, leader_view: Option<&ClusterStatus>) -> 
         s.notes_applied,
         s.state_digest
     );
+    for a in &s.alarms {
+        out += &format!("ALARM: {a}\n");
+    }
     if !s.initialized {
         out += "not part of a cluster yet (run `vantage cluster bootstrap` or `vantage cluster join`)\n";
         return out;

@@ -164,15 +164,57 @@ async fn mass_failover_uses_batches_sized_to_the_plan_limit() {
     assert_clean(&d);
 }
 
+/// IPv6 addresses on the loopback interface for the test's lifetime.
+struct V6Addrs(Vec<String>);
+
+impl V6Addrs {
+    fn add(addrs: &[&str]) -> V6Addrs {
+        for a in addrs {
+            let _ = std::process::Command::new("ip")
+                .args(["-6", "addr", "del", &format!("{a}/128"), "dev", "lo"])
+                .output();
+            let ok = std::process::Command::new("ip")
+                .args(["-6", "addr", "add", &format!("{a}/128"), "dev", "lo", "nodad"])
+                .status();
+            assert!(
+                matches!(ok, Ok(s) if s.success()),
+                "this test needs root and iproute2: {ok:?}"
+            );
+        }
+        V6Addrs(addrs.iter().map(|a| a.to_string()).collect())
+    }
+}
+
+impl Drop for V6Addrs {
+    fn drop(&mut self) {
+        for a in &self.0 {
+            let _ = std::process::Command::new("ip")
+                .args(["-6", "addr", "del", &format!("{a}/128"), "dev", "lo"])
+                .output();
+        }
+    }
+}
+
 /// Agents writing through the double; each node's config points at it.
 fn agent_config(base: &str, token_file: &str, net: u8) -> String {
+    agent_config_v6(base, token_file, net, false)
+}
+
+fn agent_config_v6(base: &str, token_file: &str, net: u8, v6: bool) -> String {
+    let extra = if v6 {
+        format!(
+            "[[pools.endpoints]]\naddress = \"fd00:{net}::200\"\n[[pools.endpoints]]\naddress = \"fd00:{net}::201\"\n"
+        )
+    } else {
+        String::new()
+    };
     format!(
         "[probe]\ninterval = \"200ms\"\ntimeout = \"150ms\"\nfall = 2\nrise = 2\nheartbeat = \"1s\"\n\n\
          [decision]\nobservation_ttl = \"3s\"\nhold_down = \"0s\"\npanic_threshold = 1.0\n\n\
          [dns]\nprovider = \"cloudflare\"\nreconcile_interval = \"1s\"\n\
          [dns.cloudflare]\napi_base = \"{base}\"\nzone = \"{ZONE}\"\ntoken_file = \"{token_file}\"\nproxied = true\nttl = 120\n\n\
          [[pools]]\nname = \"web\"\nhostnames = [\"www.example.test\", \"example.test\"]\ncheck = {{ kind = \"tcp\", port = 7600 }}\n\
-         [[pools.endpoints]]\naddress = \"127.0.{net}.200\"\n[[pools.endpoints]]\naddress = \"127.0.{net}.201\"\n"
+         [[pools.endpoints]]\naddress = \"127.0.{net}.200\"\n[[pools.endpoints]]\naddress = \"127.0.{net}.201\"\n{extra}"
     )
 }
 
@@ -191,18 +233,22 @@ fn three_agents_write_through_the_leader_only_and_leave_foreign_records_alone() 
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("cf-token");
     std::fs::write(&token_file, TOKEN).unwrap();
+    let _v6 = V6Addrs::add(&["fd00:50::200", "fd00:50::201"]);
     let mut a = Port::open("127.0.50.200:7600".parse().unwrap());
     let _b = Port::open("127.0.50.201:7600".parse().unwrap());
+    let mut a6 = Port::open("[fd00:50::200]:7600".parse().unwrap());
+    let _b6 = Port::open("[fd00:50::201]:7600".parse().unwrap());
     let (base, tf) = (d.base_url(), token_file.display().to_string());
-    let mut c = Cluster::with_extra(50, 3, "", move |_| agent_config(&base, &tf, 50));
+    let mut c = Cluster::with_extra(50, 3, "", move |_| agent_config_v6(&base, &tf, 50, true));
     // Trace level: the token must not appear even in the most verbose logs.
     c.set_log_level("trace,h2=info,hyper=info,sled=info");
     c.start_all();
     c.bootstrap();
     let leader = c.wait_leader(&[1, 2, 3], LONG);
 
-    let all = wait_for("four managed records at the double", LONG, || {
-        (managed(&d).len() == 4).then_some(())
+    // 4 endpoints (2 IPv4, 2 IPv6) x 2 hostnames.
+    let all = wait_for("eight managed records at the double", LONG, || {
+        (managed(&d).len() == 8).then_some(())
     });
     assert!(all.is_some(), "{:#?}\n{}", d.records(ZONE), c.logs());
     assert!(
@@ -210,18 +256,29 @@ fn three_agents_write_through_the_leader_only_and_leave_foreign_records_alone() 
         "proxied/ttl not as configured: {:?}",
         managed(&d)
     );
+    let types: BTreeSet<String> = d
+        .records(ZONE)
+        .into_iter()
+        .filter(|r| r.comment.is_some())
+        .map(|r| r.record_type)
+        .collect();
+    assert_eq!(types, BTreeSet::from(["A".to_string(), "AAAA".to_string()]));
 
+    // One IPv4 and one IPv6 endpoint die: their A and AAAA records go, on both hostnames.
     a.close();
-    let gone = wait_for("the dead endpoint's records deleted", LONG, || {
+    a6.close();
+    let survivors = BTreeSet::from(["127.0.50.201".to_string(), "fd00:50::201".to_string()]);
+    let gone = wait_for("the dead endpoints' records deleted", LONG, || {
         let m = managed(&d);
-        (m.len() == 2 && m.keys().all(|(_, addr)| addr == "127.0.50.201")).then_some(())
+        (m.len() == 4 && m.keys().all(|(_, addr)| survivors.contains(addr))).then_some(())
     });
     assert!(gone.is_some(), "{:?}\n{}", managed(&d), c.logs());
 
-    // It comes back: its records are re-created, once each, as configured.
+    // They come back: their records are re-created, once each, as configured.
     let _a = Port::open("127.0.50.200:7600".parse().unwrap());
-    let back = wait_for("the endpoint's records re-created", LONG, || {
-        (managed(&d).len() == 4).then_some(())
+    let _a6 = Port::open("[fd00:50::200]:7600".parse().unwrap());
+    let back = wait_for("the endpoints' records re-created", LONG, || {
+        (managed(&d).len() == 8).then_some(())
     });
     assert!(back.is_some(), "{:?}\n{}", managed(&d), c.logs());
     assert!(managed(&d).values().all(|v| *v == (true, 120)));

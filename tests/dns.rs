@@ -147,6 +147,7 @@ fn zone_file_follows_decisions_written_by_the_leader_only() {
 #[test]
 fn dry_run_records_the_exact_diff_and_writes_nothing() {
     let _a = Port::open("127.0.49.200:7500".parse().unwrap());
+    let _b = Port::open("127.0.49.201:7500".parse().unwrap());
     let dir = tempfile::tempdir().unwrap();
     let zone: PathBuf = dir.path().join("example.test.zone");
     let z = zone.clone();
@@ -180,4 +181,92 @@ fn dry_run_records_the_exact_diff_and_writes_nothing() {
     })
     .expect("log time advances");
     assert!(!zone.exists(), "dry run wrote the zone file");
+
+    // The same cluster with dry_run off writes exactly what the plan showed.
+    for id in 1..=3 {
+        c.kill(id);
+        let path = c.nodes[&id].config.clone();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("dry_run = true", "dry_run = false");
+        std::fs::write(&path, text).unwrap();
+    }
+    c.start_all();
+    c.wait_leader(&[1, 2, 3], LONG);
+    let written = wait_for("the zone file written", LONG, || {
+        let r = zone_records(&zone);
+        (r.len() == 4).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("{}", c.logs()));
+    let planned: Vec<String> = changes
+        .iter()
+        .map(|ch| {
+            let f: Vec<&str> = ch.split_whitespace().collect();
+            assert_eq!((f[0], f[2]), ("create", "A"), "{ch}");
+            format!("{}. {}", f[1], f[3])
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(written, planned, "the real run differs from the plan");
+    checkzone(&zone);
+}
+
+#[test]
+fn mass_failure_freezes_removals_and_raises_the_alarm() {
+    let ports: Vec<Port> = (200..204)
+        .map(|i| Port::open(format!("127.0.55.{i}:7500").parse().unwrap()))
+        .collect();
+    let mut ports: Vec<Option<Port>> = ports.into_iter().map(Some).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let zone: PathBuf = dir.path().join("example.test.zone");
+    let z = zone.clone();
+    let mut c = Cluster::with_extra(55, 3, "", move |_| {
+        config(&z, false)
+            .replace("panic_threshold = 1.0\n", "")
+            .replace("127.0.48.201\"\n", "127.0.48.201\"\n[[pools.endpoints]]\naddress = \"127.0.48.202\"\n[[pools.endpoints]]\naddress = \"127.0.48.203\"\n")
+            .replace("127.0.48.", "127.0.55.")
+    });
+    c.start_all();
+    c.bootstrap();
+    c.wait_leader(&[1, 2, 3], LONG);
+    wait_for("eight records", LONG, || (zone_records(&zone).len() == 8).then_some(()))
+        .unwrap_or_else(|| panic!("{:?}\n{}", zone_records(&zone), c.logs()));
+    // Three of four endpoints die at once: more than the default threshold (half).
+    for p in ports.iter_mut().take(3) {
+        p.take().unwrap().close();
+    }
+    let alarm = wait_for("the panic alarm in cluster status", LONG, || {
+        let s = c.status(2);
+        let alarms = s["alarms"].as_array()?.clone();
+        alarms
+            .iter()
+            .any(|a| a.as_str().unwrap_or("").contains("panic freeze"))
+            .then_some(alarms)
+    })
+    .unwrap_or_else(|| panic!("{}", c.logs()));
+    assert!(!alarm.is_empty());
+    let events = history(&c, 1);
+    assert!(
+        events.iter().any(|e| e["kind"] == "panic" && e["to"] == "frozen"),
+        "{events:#?}"
+    );
+    let held: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["rule"].as_str().unwrap_or("").contains("panic freeze"))
+        .collect();
+    assert!(!held.is_empty(), "no endpoint held by the freeze: {events:#?}");
+    // The held endpoints' records are still published.
+    let t0 = c.endpoints(1).unwrap()["log_time_ms"].as_u64().unwrap();
+    wait_for("2 s of log time", LONG, || {
+        (c.endpoints(1)?["log_time_ms"].as_u64()? >= t0 + 2000).then_some(())
+    })
+    .expect("log time");
+    assert!(
+        zone_records(&zone).len() >= 4,
+        "removals were not held: {:?}",
+        zone_records(&zone)
+    );
+    let text = String::from_utf8_lossy(&c.cli(&["cluster", "status", "--addr", c.addr(3)]).stdout).into_owned();
+    assert!(text.contains("ALARM: panic freeze"), "{text}");
 }

@@ -54,6 +54,29 @@ impl ClusterService {
     }
 }
 
+/// Conditions an operator must see in `cluster status`.
+fn alarms(app: &crate::state::AppState) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(p) = &app.panic {
+        out.push(format!("panic freeze since log index {}: {}", p.index, p.reason));
+    }
+    if let Some(d) = app.last_dns.as_ref().filter(|d| !d.ok && !d.dry_run) {
+        out.push(format!("last DNS write failed (term {}): {}", d.term, d.outcome));
+    }
+    let abstaining: Vec<_> = app
+        .agents
+        .iter()
+        .filter(|(_, a)| a.abstain)
+        .map(|(id, _)| *id)
+        .collect();
+    if !abstaining.is_empty() {
+        out.push(format!(
+            "agents abstaining (their own network is suspect): {abstaining:?}"
+        ));
+    }
+    out
+}
+
 fn role(state: ServerState) -> &'static str {
     match state {
         ServerState::Leader => "Leader",
@@ -100,6 +123,7 @@ impl Cluster for ClusterService {
             state_digest: sm.app.digest_hex(),
             last_note: sm.app.last_note.clone(),
             linearizable,
+            alarms: alarms(&sm.app),
         }))
     }
 
