@@ -8,24 +8,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use common::{rss_kib, Cluster};
 use vantage::proto::v1::cluster_client::ClusterClient;
 use vantage::proto::v1::{GetStatusRequest, ProposeNoteRequest};
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
 }
 
 async fn client(addr: &str) -> ClusterClient<tonic::transport::Channel> {

@@ -10,7 +10,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use common::{rss_kib, Cluster};
 use vantage::proto::v1::endpoints_client::EndpointsClient;
 use vantage::proto::v1::ListEndpointsRequest;
 
@@ -23,17 +23,6 @@ fn cpu_ticks(pid: u32) -> (u64, u64) {
     // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
     let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     (field(11), field(12))
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
 }
 
 fn clock_ticks_per_second() -> f64 {

@@ -494,6 +494,16 @@ impl AppState {
         }
     }
 
+    /// What the quorum rule needs of one agent's observation.
+    pub fn report(&self, agent: NodeId, o: &Observation) -> Report {
+        let rec = self.agents.get(&agent);
+        Report {
+            status: o.status,
+            agent_seen_ms: rec.map(|r| r.last_seen_ms).unwrap_or(0),
+            abstaining: rec.map(|r| r.abstain).unwrap_or(false),
+        }
+    }
+
     fn tally(&self, id: &str, voters: &BTreeSet<NodeId>, ttl: u64) -> decide::Tally {
         let reports: BTreeMap<NodeId, Report> = self
             .observations
@@ -501,17 +511,7 @@ impl AppState {
             .map(|per_agent| {
                 per_agent
                     .iter()
-                    .map(|(agent, o)| {
-                        let rec = self.agents.get(agent);
-                        (
-                            *agent,
-                            Report {
-                                status: o.status,
-                                agent_seen_ms: rec.map(|r| r.last_seen_ms).unwrap_or(0),
-                                abstaining: rec.map(|r| r.abstain).unwrap_or(false),
-                            },
-                        )
-                    })
+                    .map(|(agent, o)| (*agent, self.report(*agent, o)))
                     .collect()
             })
             .unwrap_or_default();

@@ -196,10 +196,6 @@ impl Drop for V6Addrs {
 }
 
 /// Agents writing through the double; each node's config points at it.
-fn agent_config(base: &str, token_file: &str, net: u8) -> String {
-    agent_config_v6(base, token_file, net, false)
-}
-
 fn agent_config_v6(base: &str, token_file: &str, net: u8, v6: bool) -> String {
     let extra = if v6 {
         format!(
@@ -226,24 +222,41 @@ fn managed(d: &Double) -> BTreeMap<(String, String), (bool, u32)> {
         .collect()
 }
 
-#[test]
-fn three_agents_write_through_the_leader_only_and_leave_foreign_records_alone() {
+/// A double, three agents writing through it (IPv6 endpoints too when
+/// `v6`), and the open endpoint ports; the first port is `.200`'s.
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    d: Double,
+    c: Cluster,
+    _dir: tempfile::TempDir,
+}
+
+fn setup(net: u8, v6: bool) -> Setup {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let d = rt.block_on(double());
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("cf-token");
     std::fs::write(&token_file, TOKEN).unwrap();
+    let (base, tf) = (d.base_url(), token_file.display().to_string());
+    let mut c = Cluster::with_extra(net, 3, "", move |_| agent_config_v6(&base, &tf, net, v6));
+    if v6 {
+        // Trace level: the token must not appear even in the most verbose logs.
+        c.set_log_level("trace,h2=info,hyper=info,sled=info");
+    }
+    c.start_all();
+    c.bootstrap();
+    Setup { rt, d, c, _dir: dir }
+}
+
+#[test]
+fn three_agents_write_through_the_leader_only_and_leave_foreign_records_alone() {
     let _v6 = V6Addrs::add(&["fd00:50::200", "fd00:50::201"]);
     let mut a = Port::open("127.0.50.200:7600".parse().unwrap());
     let _b = Port::open("127.0.50.201:7600".parse().unwrap());
     let mut a6 = Port::open("[fd00:50::200]:7600".parse().unwrap());
     let _b6 = Port::open("[fd00:50::201]:7600".parse().unwrap());
-    let (base, tf) = (d.base_url(), token_file.display().to_string());
-    let mut c = Cluster::with_extra(50, 3, "", move |_| agent_config_v6(&base, &tf, 50, true));
-    // Trace level: the token must not appear even in the most verbose logs.
-    c.set_log_level("trace,h2=info,hyper=info,sled=info");
-    c.start_all();
-    c.bootstrap();
+    // Every field is bound: the runtime serves the double, the directory holds the token.
+    let Setup { rt: _rt, d, c, _dir } = setup(50, true);
     let leader = c.wait_leader(&[1, 2, 3], LONG);
 
     // 4 endpoints (2 IPv4, 2 IPv6) x 2 hostnames.
@@ -391,17 +404,9 @@ fn writes_by(d: &Double, node: u64, since: usize) -> usize {
 
 #[test]
 fn isolated_leader_makes_no_writes_and_the_new_leaders_writes_win() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let d = rt.block_on(double());
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("cf-token");
-    std::fs::write(&token_file, TOKEN).unwrap();
     let mut a = Port::open("127.0.53.200:7600".parse().unwrap());
     let _b = Port::open("127.0.53.201:7600".parse().unwrap());
-    let (base, tf) = (d.base_url(), token_file.display().to_string());
-    let mut c = Cluster::with_extra(53, 3, "", move |_| agent_config(&base, &tf, 53));
-    c.start_all();
-    c.bootstrap();
+    let Setup { rt, d, c, _dir } = setup(53, false);
     let old = c.wait_leader(&[1, 2, 3], LONG);
     wait_for("four managed records", LONG, || (managed(&d).len() == 4).then_some(())).expect("records");
     let old_term = c.status(old)["term"].as_u64().unwrap();
@@ -477,17 +482,9 @@ fn isolated_leader_makes_no_writes_and_the_new_leaders_writes_win() {
 
 #[test]
 fn leader_killed_between_decision_and_write_is_finished_by_the_next() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let d = rt.block_on(double());
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("cf-token");
-    std::fs::write(&token_file, TOKEN).unwrap();
     let mut a = Port::open("127.0.54.200:7600".parse().unwrap());
     let _b = Port::open("127.0.54.201:7600".parse().unwrap());
-    let (base, tf) = (d.base_url(), token_file.display().to_string());
-    let mut c = Cluster::with_extra(54, 3, "", move |_| agent_config(&base, &tf, 54));
-    c.start_all();
-    c.bootstrap();
+    let Setup { rt: _rt, d, mut c, _dir } = setup(54, false);
     let old = c.wait_leader(&[1, 2, 3], LONG);
     wait_for("four managed records", LONG, || (managed(&d).len() == 4).then_some(())).expect("records");
 

@@ -89,12 +89,7 @@ impl Endpoints for EndpointsService {
                             per_agent
                                 .iter()
                                 .map(|(agent, o)| {
-                                    let rec = app.agents.get(agent);
-                                    let report = decide::Report {
-                                        status: o.status,
-                                        agent_seen_ms: rec.map(|r| r.last_seen_ms).unwrap_or(0),
-                                        abstaining: rec.map(|r| r.abstain).unwrap_or(false),
-                                    };
+                                    let report = app.report(*agent, o);
                                     let counted = decide::counts(*agent, &report, &voters, app.log_time_ms, ttl);
                                     AgentObservation {
                                         counted: counted.is_ok(),

@@ -340,3 +340,15 @@ impl Drop for Port {
 pub fn pool(name: &str, address: &str, check: &str) -> String {
     format!("[[pools]]\nname = \"{name}\"\ncheck = {check}\n[[pools.endpoints]]\naddress = \"{address}\"\n\n")
 }
+
+/// Resident memory of a process, in KiB (from /proc; 0 if unreadable).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
