@@ -484,7 +484,12 @@ fn isolated_leader_makes_no_writes_and_the_new_leaders_writes_win() {
 fn leader_killed_between_decision_and_write_is_finished_by_the_next() {
     let mut a = Port::open("127.0.54.200:7600".parse().unwrap());
     let _b = Port::open("127.0.54.201:7600".parse().unwrap());
-    let Setup { rt: _rt, d, mut c, _dir } = setup(54, false);
+    let Setup {
+        rt: _rt,
+        d,
+        mut c,
+        _dir,
+    } = setup(54, false);
     let old = c.wait_leader(&[1, 2, 3], LONG);
     wait_for("four managed records", LONG, || (managed(&d).len() == 4).then_some(())).expect("records");
 

@@ -37,6 +37,10 @@ pub struct Cluster {
     extra: Box<dyn Fn(u64) -> String>,
     /// `log_level` written into every node's config.
     pub log_level: String,
+    /// Address of node `id` in network `net` (loopback by default).
+    addr_of: fn(u8, u64) -> String,
+    /// Network namespace each node runs in, if any (see tests/hosts.rs).
+    pub netns: BTreeMap<u64, String>,
 }
 
 pub fn addr(net: u8, id: u64) -> String {
@@ -59,11 +63,25 @@ impl Cluster {
             raft_extra: raft_extra.to_string(),
             extra: Box::new(extra),
             log_level: "info".into(),
+            addr_of: addr,
+            netns: BTreeMap::new(),
         };
         for id in 1..=voters {
             c.add_config(id, voters);
         }
         c
+    }
+
+    /// Nodes as separate hosts: node `id` listens on `addr_of(net, id)` inside
+    /// the namespace `netns(id)`. Rewrites every node's config.
+    pub fn on_hosts(&mut self, addr_of: fn(u8, u64) -> String, netns: impl Fn(u64) -> String) {
+        self.addr_of = addr_of;
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        let members = ids.len() as u64;
+        for id in ids {
+            self.netns.insert(id, netns(id));
+            self.add_config(id, members);
+        }
     }
 
     /// Rewrites every node's config with `level` as its log level.
@@ -78,13 +96,13 @@ impl Cluster {
 
     /// Writes a config for node `id`, listing nodes `1..=members` as the cluster's members.
     pub fn add_config(&mut self, id: u64, members: u64) -> &Node {
-        let addr = addr(self.net, id);
+        let addr = (self.addr_of)(self.net, id);
         let mut text = format!(
             "node_id = {id}\nlisten = \"{addr}\"\ndata_dir = \"data{id}\"\nlog_level = \"{}\"\n\n",
             self.log_level
         );
         for m in 1..=members {
-            text += &format!("[[members]]\nid = {m}\naddr = \"{}\"\n\n", self::addr(self.net, m));
+            text += &format!("[[members]]\nid = {m}\naddr = \"{}\"\n\n", (self.addr_of)(self.net, m));
         }
         text += &format!("[raft]\n{}\n\n{}\n", self.raft_extra, (self.extra)(id));
         let config = self.dir.path().join(format!("node{id}.toml"));
@@ -113,21 +131,33 @@ impl Cluster {
 
     /// Starts node `id`'s agent process (its log is appended to `nodeN.log`).
     pub fn start(&mut self, id: u64) {
-        let node = self.nodes.get_mut(&id).expect("node configured");
-        assert!(node.child.is_none(), "node {id} already running");
+        let (config, log_path) = {
+            let node = &self.nodes[&id];
+            assert!(node.child.is_none(), "node {id} already running");
+            (node.config.clone(), node.log.clone())
+        };
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&node.log)
+            .open(&log_path)
             .expect("open log");
-        let child = Command::new(BIN)
+        let mut cmd = match self.netns.get(&id) {
+            // `ip netns exec` replaces itself with the agent: the child is the agent.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns.as_str(), BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
             .args(["run", "--config"])
-            .arg(&node.config)
+            .arg(&config)
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
             .spawn()
             .expect("spawn vantage");
-        node.child = Some(child);
+        self.nodes.get_mut(&id).expect("node configured").child = Some(child);
     }
 
     pub fn start_all(&mut self) {
