@@ -436,3 +436,133 @@ fn a_restarted_node_rejoins_from_its_disk_without_a_manual_step() {
     w.clean();
     drop(w.rt);
 }
+
+#[test]
+fn leader_killed_during_a_failover_is_finished_by_the_new_leader() {
+    let mut w = world(64, FAST, DECIDE);
+    let old = w.leader();
+    let cut = w.d.requests().len();
+    // The old leader's write is applied but its answer is lost; it dies at once.
+    w.d.inject_when(cfdouble::Fault::AppliedButLost, cfdouble::FaultFilter::writes());
+    w.lab.kill_server("e1");
+    let sent = wait_for("the old leader's write", LONG, || {
+        w.writes(cut)
+            .iter()
+            .any(|r| r.vantage_node.as_deref() == Some(old.to_string().as_str()))
+            .then_some(())
+    });
+    assert!(sent.is_some(), "{}", w.c.logs());
+    w.c.kill(old);
+    let rest: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
+    let new = w.c.wait_leader(&rest, LONG);
+    w.wait_records("the change completed", &[102]);
+    let keys: Vec<_> = w.d.records(ZONE).into_iter().map(|r| (r.name, r.content)).collect();
+    assert_eq!(
+        keys.len(),
+        keys.iter().collect::<BTreeSet<_>>().len(),
+        "duplicates: {keys:?}"
+    );
+    // The new leader looked at the provider itself.
+    assert!(w.d.requests()[cut..]
+        .iter()
+        .any(|r| r.vantage_node.as_deref() == Some(new.to_string().as_str())));
+    w.clean();
+}
+
+/// Makes host `name`'s HTTP port refuse (true) or accept (false) connections.
+fn refuse(lab: &Lab, name: &str, on: bool) {
+    let op = if on { "-I" } else { "-D" };
+    lab.iptables(
+        name,
+        &[
+            op,
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            "8080",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ],
+    );
+}
+
+#[test]
+fn a_flapping_endpoint_changes_dns_at_most_twice_per_hold_down() {
+    let decide = "[decision]\nobservation_ttl = \"4s\"\nhold_down = \"10s\"\npanic_threshold = 1.0\n";
+    let w = world(66, FAST, decide);
+    let cut = w.d.requests().len();
+    // 60 s flipping at every probe (250 ms): fall 3 and rise 2 absorb it.
+    let start = std::time::Instant::now();
+    let mut on = false;
+    while start.elapsed() < Duration::from_secs(60) {
+        on = !on;
+        refuse(&w.lab, "e1", on);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    if on {
+        refuse(&w.lab, "e1", false);
+    }
+    assert!(
+        w.writes(cut).is_empty(),
+        "flapping at probe rate changed DNS: {:?}",
+        w.writes(cut)
+    );
+    // 60 s of longer flaps: down 2 s, up 11 s.
+    let cut = w.d.requests().len();
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        refuse(&w.lab, "e1", true);
+        std::thread::sleep(Duration::from_secs(2));
+        refuse(&w.lab, "e1", false);
+        std::thread::sleep(Duration::from_secs(11));
+    }
+    let times: Vec<Duration> = w.writes(cut).iter().map(|r| r.at).collect();
+    assert!(times.len() >= 2, "the flaps never reached DNS: {times:?}");
+    let worst = cfdouble::max_in_window(&times, Duration::from_secs(10));
+    assert!(worst <= 2, "{worst} DNS changes within one 10 s hold-down: {times:?}");
+    w.clean();
+}
+
+#[test]
+fn twenty_percent_packet_loss_on_one_agent_causes_no_failover() {
+    let probe = "[probe]\ninterval = \"100ms\"\ntimeout = \"90ms\"\nfall = 5\nrise = 2\nheartbeat = \"1s\"\n";
+    let w = world(67, probe, DECIDE);
+    let cut = w.d.requests().len();
+    for e in [101u8, 102] {
+        let ip = w.lab.ip(e);
+        w.lab.iptables(
+            "a2",
+            &[
+                "-A",
+                "INPUT",
+                "-s",
+                &ip,
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                "0.2",
+                "-j",
+                "DROP",
+            ],
+        );
+    }
+    // 600 probes per endpoint: 10 minutes at a 1 s interval, here at 100 ms.
+    std::thread::sleep(Duration::from_secs(60));
+    let decisions: Vec<Value> = w.history(1).into_iter().filter(|e| e["kind"] == "decision").collect();
+    assert!(decisions.is_empty(), "false failover under packet loss: {decisions:?}");
+    assert!(
+        w.writes(cut).is_empty(),
+        "writes under packet loss: {:?}",
+        w.writes(cut)
+    );
+    let probes = w.c.endpoints(2).unwrap()["endpoints"][0]["local"]["probes"]
+        .as_u64()
+        .unwrap();
+    assert!(probes >= 600, "agent 2 ran only {probes} probes");
+    w.clean();
+}
