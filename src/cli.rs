@@ -379,8 +379,11 @@ fn init_tracing(level: &str) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("VANTAGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directive));
+    // Colour only on a terminal: files and journald get plain text.
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

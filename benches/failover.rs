@@ -1,0 +1,121 @@
+//! Failover latency on three hosts (network namespaces, tests/lab): an
+//! endpoint dies; over 30 runs, time from its death to (a) the first agent's
+//! local down, (b) the quorum decision committed, (c) the provider (the strict
+//! Cloudflare double) acknowledging the delete.
+//!
+//! Run: `cargo bench --bench failover` (root, iproute2, python3). Prints a
+//! table; asserts nothing.
+
+#[path = "../tests/cfdouble/mod.rs"]
+mod cfdouble;
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/lab/mod.rs"]
+mod lab;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lab::{world, World};
+
+const INTERVAL_MS: u64 = 250;
+const FALL: u64 = 3;
+
+fn now_ms() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Earliest "local view changed ... to=down" line for `endpoint` after `after` (ms), over all agents.
+fn first_local_down(w: &World, endpoint: &str, after: f64) -> Option<f64> {
+    (1..=3)
+        .flat_map(|id| w.c.log_text(id).lines().map(str::to_string).collect::<Vec<_>>())
+        .filter(|l| {
+            l.contains("local view changed")
+                && l.contains(&format!("endpoint={endpoint} "))
+                && l.contains("to=\"down\"")
+        })
+        .filter_map(|l| {
+            let ts = l.split_whitespace().next()?;
+            let t = humantime::parse_rfc3339(ts).ok()?;
+            Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs_f64() * 1000.0)
+        })
+        .filter(|t| *t >= after)
+        .reduce(f64::min)
+}
+
+fn main() {
+    let probe = format!(
+        "[probe]\ninterval = \"{INTERVAL_MS}ms\"\ntimeout = \"200ms\"\nfall = {FALL}\nrise = 2\nheartbeat = \"1s\"\n"
+    );
+    let decide = "[decision]\nobservation_ttl = \"4s\"\nhold_down = \"0s\"\npanic_threshold = 1.0\n";
+    let mut w = world(69, &probe, decide);
+    let wall0 = w.d_started_ms;
+    let endpoint = "web/10.69.0.101";
+    let (mut a, mut b, mut c, mut cb) = (vec![], vec![], vec![], vec![]);
+    let mut seed = (now_ms() as u64) | 1;
+    for _ in 0..30 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(600 + seed % INTERVAL_MS));
+        let cut = w.d.requests().len();
+        let died = now_ms();
+        w.lab.kill_server("e1");
+        let t = Instant::now();
+        while w.records().len() != 2 || w.writes(cut).is_empty() {
+            assert!(t.elapsed() < Duration::from_secs(30), "no delete");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let ack = wall0 + w.writes(cut).last().unwrap().at.as_secs_f64() * 1000.0;
+        let decided = w
+            .history(1)
+            .into_iter()
+            .filter(|e| e["endpoint"] == endpoint && e["kind"] == "decision" && e["to"] == "down")
+            .filter_map(|e| e["log_time_ms"].as_f64())
+            .filter(|t| *t >= died - 5.0)
+            .reduce(f64::min)
+            .expect("decision");
+        let Some(local) = first_local_down(&w, endpoint, died - 5.0) else {
+            let sample: Vec<String> =
+                w.c.log_text(1)
+                    .lines()
+                    .filter(|l| l.contains("local view changed"))
+                    .map(str::to_string)
+                    .collect();
+            panic!("no local down in the agents' logs; node 1 says: {sample:?}");
+        };
+        a.push(local - died);
+        b.push(decided - died);
+        c.push(ack - died);
+        cb.push(ack - decided);
+        w.lab.serve("e1", 101);
+        w.wait_records("re-added", &[101, 102]);
+    }
+    println!("Vantage failover latency: 3 agents and 2 endpoints in separate network namespaces, Cloudflare double");
+    println!("interval {INTERVAL_MS} ms, fall {FALL}, 30 runs, deaths at random points of the interval; ms after the endpoint died");
+    println!("{:<46} {:>8} {:>8} {:>8}", "stage", "p50", "p95", "p99");
+    for (name, v) in [
+        ("(a) first agent's local down", &a),
+        ("(b) quorum decision committed", &b),
+        ("(c) provider acknowledges the delete (whole)", &c),
+        ("(c) - (b) decision to provider ack", &cb),
+    ] {
+        println!(
+            "{name:<46} {:>8.1} {:>8.1} {:>8.1}",
+            pct(v, 0.5),
+            pct(v, 0.95),
+            pct(v, 0.99)
+        );
+    }
+    println!("floor interval x fall: {} ms", INTERVAL_MS * FALL);
+    println!(
+        "Goavail's design, interval x (fall + 1) plus a peer round trip: {} ms + RTT",
+        INTERVAL_MS * (FALL + 1)
+    );
+    assert!(w.d.violations().is_empty());
+}
