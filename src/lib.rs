@@ -11,17 +11,23 @@
 //! - [`detect`]: rise/fall hysteresis turning probe results into a local view.
 //! - [`propose`]: local transitions and heartbeats into log entries; abstains
 //!   when the agent's own network is suspect.
-//! - [`reconcile`]: the leader writes the decided record set to the provider.
-//! - [`dns`]: DNS providers (zone file, memory) and the owned-record diff.
 //! - [`agent`]: one running agent: Raft instance, storage handles and the
-//!   proposal path (followers forward to the leader, the leader stamps log time).
-//! - [`types`]: the Raft type configuration and the log payload ([`types::Command`]).
+//!   proposal path (followers forward to the leader, the leader stamps log
+//!   time and refuses reports the state machine would ignore).
 //! - [`store`]: sled storage for the log, vote, committed pointer and snapshots.
-//! - [`state`]: the replicated application state, applied deterministically.
+//! - [`state`]: the replicated application state, applied deterministically:
+//!   catalog, observations, decisions, DNS placement, audit history.
 //! - [`decide`]: which observations count, the quorum rule and the DNS guards.
-//! - [`network`]: outgoing gRPC to peers (channel cache, openraft network).
+//! - [`reconcile`]: the leader writes the decided record set to the provider.
+//! - [`dns`]: DNS providers (Cloudflare, zone file, memory) and the owned-record diff.
+//!
+//! Around the pipeline:
+//!
+//! - [`types`]: the Raft type configuration and the log payload ([`types::Command`]).
+//! - [`network`]: outgoing gRPC to peers (channel cache, bound source
+//!   address, openraft network).
 //! - [`grpc`]: incoming gRPC: the internal Raft service, the `vantage.v1`
-//!   admin API and server reflection.
+//!   admin and query API and server reflection.
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`clock`]: the injected wall clock (read by the leader only).
 //! - [`cli`]: the command-line client and commands used by the binary.
