@@ -207,9 +207,9 @@ impl Failure {
 pub fn main(cli: Cli) -> ExitCode {
     // An agent sizes its runtime from its configuration (default one worker:
     // agents are meant to be light); everything else uses the default.
-    let workers = match &cli.command {
+    let agent = match &cli.command {
         Cmd::Run { config } => match Config::load(config) {
-            Ok(c) => Some(c.worker_threads),
+            Ok(c) => Some(c),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
@@ -218,8 +218,8 @@ pub fn main(cli: Cli) -> ExitCode {
         _ => None,
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        builder.worker_threads(n);
+    if let Some(c) = &agent {
+        builder.worker_threads(c.worker_threads);
     }
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
@@ -228,7 +228,11 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(dispatch(cli)) {
+    let result = match agent {
+        Some(config) => rt.block_on(run_agent(config)),
+        None => rt.block_on(dispatch(cli)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("error: {}", f.message);
@@ -239,7 +243,8 @@ pub fn main(cli: Cli) -> ExitCode {
 
 async fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Cmd::Run { config } => run_agent(&config).await,
+        // Loaded by `main`, which sizes the runtime from it.
+        Cmd::Run { config } => run_agent(load(&config)?).await,
         Cmd::Demo { net, dir, auto } => crate::demo::run(crate::demo::DemoOptions { net, dir, auto })
             .await
             .map_err(Failure::runtime),
@@ -388,8 +393,7 @@ fn init_tracing(level: &str) {
         .try_init();
 }
 
-async fn run_agent(path: &Path) -> Result<(), Failure> {
-    let config = load(path)?;
+async fn run_agent(config: Config) -> Result<(), Failure> {
     init_tracing(&config.log_level);
     let addr = config.listen_addr().map_err(|e| Failure::usage(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(addr)

@@ -64,6 +64,15 @@ impl Reconciler {
     /// Lists the provider and computes the changes the desired set needs.
     pub async fn plan(&self) -> Result<Plan, ProviderError> {
         let (desired, owned, served_index) = self.desired().await;
+        self.plan_for(desired, owned, served_index).await
+    }
+
+    async fn plan_for(
+        &self,
+        desired: BTreeSet<Record>,
+        owned: Owned,
+        served_index: u64,
+    ) -> Result<Plan, ProviderError> {
         let actual = self.provider.list(&owned).await?;
         let changes = dns::diff(&desired, &actual, &owned);
         Ok(Plan {
@@ -81,11 +90,12 @@ impl Reconciler {
     }
 
     /// One round. Returns true when the provider holds the desired set.
-    async fn round(&self, last_plan: &mut Option<Vec<Change>>) -> bool {
+    async fn round(&self, wanted: (BTreeSet<Record>, Owned, u64), last_plan: &mut Option<Vec<Change>>) -> bool {
         // Every request of the round, reads included, says who sends it.
         let term = self.agent.metrics().current_term;
         self.provider.set_context(self.agent.id, term);
-        let plan = match self.plan().await {
+        let (desired, owned, served_index) = wanted;
+        let plan = match self.plan_for(desired, owned, served_index).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(provider = %self.provider.describe(), "cannot list records: {e}");
@@ -173,12 +183,13 @@ impl Reconciler {
         loop {
             let leader = self.agent.is_leader();
             if leader {
-                let (desired, _, _) = self.desired().await;
+                let wanted = self.desired().await;
+                let desired = wanted.0.clone();
                 // Work when the decision changed, on taking office, after a
                 // failed round, or when the drift-repair interval is up.
                 let needed = !was_leader || last_desired.as_ref() != Some(&desired) || Instant::now() >= due;
                 if needed {
-                    let done = self.round(&mut last_plan).await;
+                    let done = self.round(wanted, &mut last_plan).await;
                     last_desired = done.then_some(desired);
                     due = Instant::now() + if done { self.interval } else { Duration::from_secs(1) };
                 }

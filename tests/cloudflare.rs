@@ -57,13 +57,7 @@ fn owned(hosts: &[&str], addrs: &[String]) -> Owned {
 fn records(hosts: &[&str], addrs: &[String]) -> BTreeSet<Record> {
     hosts
         .iter()
-        .flat_map(|h| {
-            addrs.iter().map(move |a| Record {
-                name: h.to_string(),
-                rtype: RecordType::for_address(a),
-                content: a.clone(),
-            })
-        })
+        .flat_map(|h| addrs.iter().map(move |a| Record::new(*h, a.clone())))
         .collect()
 }
 

@@ -436,11 +436,7 @@ fn owned(entries: &[(&str, &[&str])]) -> Owned {
 }
 
 fn rec(name: &str, content: &str) -> Record {
-    Record {
-        name: name.into(),
-        rtype: RecordType::for_address(content),
-        content: content.into(),
-    }
+    Record::new(name, content)
 }
 
 fn all_applied(out: &[(Change, Outcome)]) {

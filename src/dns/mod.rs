@@ -49,6 +49,18 @@ pub struct Record {
     pub content: String,
 }
 
+impl Record {
+    /// The A or AAAA record of `name` holding `address`.
+    pub fn new(name: impl Into<String>, address: impl Into<String>) -> Record {
+        let content = address.into();
+        Record {
+            name: name.into(),
+            rtype: RecordType::for_address(&content),
+            content,
+        }
+    }
+}
+
 impl fmt::Display for Record {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {} {}", self.name, self.rtype.as_str(), self.content)
@@ -193,11 +205,8 @@ pub fn records_of(desired: &BTreeMap<String, BTreeSet<(String, String)>>) -> BTr
     desired
         .iter()
         .flat_map(|(name, set)| {
-            set.iter().map(move |(_, address)| Record {
-                name: name.clone(),
-                rtype: RecordType::for_address(address),
-                content: address.clone(),
-            })
+            set.iter()
+                .map(move |(_, address)| Record::new(name.clone(), address.clone()))
         })
         .collect()
 }
@@ -227,11 +236,7 @@ mod tests {
     use super::*;
 
     fn rec(name: &str, content: &str) -> Record {
-        Record {
-            name: name.into(),
-            rtype: RecordType::for_address(content),
-            content: content.into(),
-        }
+        Record::new(name, content)
     }
 
     fn ex(id: &str, name: &str, content: &str) -> Existing {

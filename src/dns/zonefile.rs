@@ -263,11 +263,7 @@ mod tests {
     use super::*;
 
     fn rec(name: &str, content: &str) -> Record {
-        Record {
-            name: name.into(),
-            rtype: RecordType::for_address(content),
-            content: content.into(),
-        }
+        Record::new(name, content)
     }
 
     #[tokio::test]

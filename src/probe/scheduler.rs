@@ -140,12 +140,4 @@ impl Scheduler {
         }
         Ok(Scheduler { view, tasks })
     }
-
-    /// Current state of every endpoint.
-    pub fn states(&self) -> BTreeMap<String, Health> {
-        self.view
-            .read()
-            .map(|v| v.iter().map(|(k, e)| (k.clone(), e.state)).collect())
-            .unwrap_or_default()
-    }
 }

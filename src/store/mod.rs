@@ -268,19 +268,9 @@ mod tests {
                     }
                     Step::Membership { voters } => {
                         let voters: BTreeSet<u64> = voters.iter().copied().collect();
-                        let nodes: BTreeMap<u64, Peer> = (1..=4)
-                            .map(|id| {
-                                (
-                                    id,
-                                    Peer {
-                                        addr: format!("10.1.0.{id}:7101"),
-                                    },
-                                )
-                            })
-                            .collect();
                         Entry {
                             log_id: log_id(index),
-                            payload: EntryPayload::Membership(Membership::new(vec![voters], nodes)),
+                            payload: EntryPayload::Membership(Membership::new(vec![voters], nodes())),
                         }
                     }
                 });
@@ -288,8 +278,9 @@ mod tests {
             out
         }
 
-        fn membership_entry() -> Entry {
-            let nodes: BTreeMap<u64, Peer> = (1..=4)
+        /// The four possible members and their addresses.
+        fn nodes() -> BTreeMap<u64, Peer> {
+            (1..=4)
                 .map(|id| {
                     (
                         id,
@@ -298,10 +289,13 @@ mod tests {
                         },
                     )
                 })
-                .collect();
+                .collect()
+        }
+
+        fn membership_entry() -> Entry {
             Entry {
                 log_id: LogId::new(CommittedLeaderId::new(1, 1), 0),
-                payload: EntryPayload::Membership(Membership::new(vec![[1u64, 2, 3].into()], nodes)),
+                payload: EntryPayload::Membership(Membership::new(vec![[1u64, 2, 3].into()], nodes())),
             }
         }
 
