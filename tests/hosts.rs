@@ -160,22 +160,25 @@ fn a_restarted_node_rejoins_from_its_disk_without_a_manual_step() {
     w.c.kill(victim);
     w.lab.kill_server("e2");
     w.wait_records("e2 removed while node is down", &[101]);
+    let n = w.lab.n;
+    let e2 = format!("web/10.{n}.0.102");
+    let find = |e: &Value| {
+        e["endpoints"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["id"] == e2.as_str()).cloned())
+    };
+    // The log index of the decision the restarted node must come back holding.
+    let decided = find(&w.c.endpoints(leader).unwrap()).unwrap()["decided_index"]
+        .as_u64()
+        .unwrap();
     w.c.start(victim);
-    let caught_up = wait_for("the restarted node agrees", LONG, || {
+    let caught_up = wait_for("the restarted node applies the decision made while it was away", LONG, || {
         let s = w.c.try_status(victim)?;
         let l = w.c.try_status(leader)?;
-        (s["leader_id"] == l["leader_id"] && s["applied_index"].as_u64()? + 5 >= l["applied_index"].as_u64()?)
-            .then_some(())
+        (s["leader_id"] == l["leader_id"] && s["applied_index"].as_u64()? >= decided).then_some(())
     });
     assert!(caught_up.is_some(), "{}", w.c.logs());
-    let e = w.c.endpoints(victim).unwrap();
-    let n = w.lab.n;
-    let x = e["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["id"] == format!("web/10.{n}.0.102").as_str())
-        .cloned();
+    let x = find(&w.c.endpoints(victim).unwrap());
     assert_eq!(
         x.unwrap()["decision"],
         "down",
