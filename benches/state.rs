@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use openraft::storage::RaftStateMachine;
 use openraft::RaftSnapshotBuilder;
-use vantage::decide::Decision;
 use vantage::detect::{Evidence, Health};
+use vantage::model::Decision;
 use vantage::state::AppState;
 use vantage::store::SmData;
 use vantage::types::{Catalog, CatalogEndpoint, CatalogPool, Change, Command, Proposal, Seq};

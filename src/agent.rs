@@ -5,21 +5,25 @@
 //! the internal `Forward` RPC; the leader stamps each one with its clock
 //! (log time, kept non-decreasing) and commits it. Only the leader stamps.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::{ServerState, SnapshotPolicy};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, InitializeError, InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
+use crate::codec::{self, ForwardRequest};
 use crate::config::Config;
-use crate::network::{Connector, PeerNetworkFactory};
-use crate::proto::raft::RaftMessage;
-use crate::store::{self, SharedSm};
-use crate::types::{Command, NodeId, Peer, Proposal, Raft, RaftMetrics, Reply};
+use crate::network::{Connector, PeerNetworkFactory, Vouching};
+use crate::store::{self, SharedSm, SmData};
+use crate::types::{Command, LogId, NodeId, Peer, Proposal, Raft, RaftMetrics, Reply, TypeConfig};
 
 /// Failure to start an agent.
 #[derive(Debug, thiserror::Error)]
@@ -54,36 +58,30 @@ pub struct Committed {
     pub reply: Reply,
 }
 
-/// The body of a `Forward` RPC.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ForwardRequest {
-    /// The node that sends the request (must be a member).
-    pub sender: NodeId,
-    pub command: Command,
-}
-
-/// A running agent.
+/// A running agent: the one handle every other module goes through to reach
+/// its Raft instance, its state and its configuration.
 pub struct Agent {
-    pub id: NodeId,
+    id: NodeId,
     /// The address peers and clients use for this agent.
-    pub addr: String,
-    pub raft: Raft,
-    pub config: Arc<Config>,
-    /// The state machine, shared with openraft; read by the query path.
-    pub sm: SharedSm,
+    addr: String,
+    raft: Raft,
+    config: Arc<Config>,
+    /// The state machine, shared with openraft; read through [`Agent::read`].
+    sm: SharedSm,
     /// Last committed index persisted by the log store.
     committed: Arc<AtomicU64>,
     /// Notified after every batch the state machine applies.
-    pub applied: Arc<tokio::sync::Notify>,
-    pub connector: Connector,
+    applied: Arc<tokio::sync::Notify>,
+    connector: Connector,
     clock: Arc<dyn Clock>,
     /// Last stamp handed out, so log time never goes back on this leader.
     last_stamp: Mutex<u64>,
-    /// Senders vouched for by a current member (see [`Agent::admits`]).
-    vouched: Mutex<BTreeSet<NodeId>>,
-    /// When each unknown sender was last checked, to bound the checks.
-    checked: Mutex<HashMap<NodeId, Instant>>,
+    /// Which peers may send Raft traffic.
+    vouching: Arc<Vouching>,
 }
+
+/// A Raft API error of openraft's, for the membership calls.
+pub type RaftApiError<E> = RaftError<NodeId, E>;
 
 impl Agent {
     /// Opens storage under `config.data_dir` and starts Raft. Does not serve anything.
@@ -115,6 +113,8 @@ impl Agent {
         let raft = Raft::new(config.node_id, Arc::new(raft_config), network, log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
+        let configured = config.members.iter().map(|m| (m.id, m.addr.clone())).collect();
+        let vouching = Arc::new(Vouching::new(config.node_id, configured, connector.clone()));
         Ok(Arc::new(Agent {
             id: config.node_id,
             addr: config.advertise_addr().to_string(),
@@ -126,9 +126,48 @@ impl Agent {
             connector,
             clock,
             last_stamp: Mutex::new(0),
-            vouched: Mutex::new(BTreeSet::new()),
-            checked: Mutex::new(HashMap::new()),
+            vouching,
         }))
+    }
+
+    /// This agent's node id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The address peers and clients use for this agent.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The outgoing connections to peers.
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
+    /// Reads the applied state under its lock; keep `f` short.
+    pub async fn read<R>(&self, f: impl FnOnce(&SmData) -> R) -> R {
+        let sm = self.sm.read().await;
+        f(&sm)
+    }
+
+    /// Notified after every batch of entries the state machine applies.
+    pub fn applied(&self) -> &tokio::sync::Notify {
+        &self.applied
+    }
+
+    /// Raft metrics as they change.
+    pub fn metrics_watch(&self) -> tokio::sync::watch::Receiver<RaftMetrics> {
+        self.raft.metrics()
+    }
+
+    /// This node's current term.
+    pub fn term(&self) -> u64 {
+        self.metrics().current_term
     }
 
     /// A copy of the current Raft metrics.
@@ -197,8 +236,9 @@ impl Agent {
     }
 
     /// Refuses, before it reaches the log, a command the state machine would
-    /// ignore: a report for another agent, from a non-voter, or about an
-    /// endpoint that is not in the catalog; a catalog from anyone but the leader.
+    /// refuse: an agent report the admission rule does not admit (the same
+    /// rule the state machine applies), a catalog or DNS audit from anyone
+    /// but the leader.
     async fn check_proposal(&self, origin: NodeId, command: &Command) -> Result<(), ProposeError> {
         let refuse = |m: String| Err(ProposeError::Refused(m));
         match command {
@@ -211,24 +251,16 @@ impl Agent {
                 "node {origin} reported a DNS write; only the leader writes to DNS"
             )),
             Command::DnsAudit(_) => Ok(()),
-            Command::Observe { agent, .. } | Command::Heartbeat { agent, .. } => {
-                if *agent != origin {
-                    return refuse(format!("report claims agent {agent} but was proposed by node {origin}"));
-                }
+            Command::Observe { .. } | Command::Heartbeat { .. } => {
+                let Some(claim) = command.claim(origin) else {
+                    return Ok(());
+                };
                 let (_, voters) = self.members();
-                if !voters.contains(&origin) {
-                    return refuse(format!("node {origin} is not a voter; its observations do not count"));
+                match self.read(|sm| sm.app.admit(&claim, &voters)).await {
+                    Ok(()) => Ok(()),
+                    Err(r @ crate::decide::Refusal::NoCatalog { .. }) => Err(ProposeError::NotReady(r.to_string())),
+                    Err(r) => refuse(r.to_string()),
                 }
-                let sm = self.sm.read().await;
-                if sm.app.catalog.is_none() {
-                    return Err(ProposeError::NotReady("no catalog is committed yet".into()));
-                }
-                if let Command::Observe { changes, .. } = command {
-                    if let Some(c) = changes.iter().find(|c| !sm.app.endpoints.contains_key(&c.endpoint)) {
-                        return refuse(format!("endpoint {} is not in the catalog", c.endpoint));
-                    }
-                }
-                Ok(())
             }
         }
     }
@@ -258,7 +290,7 @@ impl Agent {
     /// The leader's stamp: its clock, never below a stamp it or an earlier
     /// leader already put in the log.
     async fn stamp(&self) -> u64 {
-        let applied = self.sm.read().await.app.log_time_ms;
+        let applied = self.read(|sm| sm.app.log_time_ms).await;
         let mut last = self.last_stamp.lock().unwrap_or_else(|p| p.into_inner());
         let t = self.clock.now_ms().max(*last).max(applied);
         *last = t;
@@ -278,95 +310,102 @@ impl Agent {
             sender: self.id,
             command: command.clone(),
         };
-        let payload = serde_json::to_vec(&body).map_err(|e| ProposeError::Refused(e.to_string()))?;
-        let mut req = tonic::Request::new(RaftMessage { payload });
+        let msg = codec::encode(&body).map_err(|e| ProposeError::Refused(e.to_string()))?;
+        let mut req = tonic::Request::new(msg);
         req.set_timeout(self.config.raft.propose_timeout.0);
         let resp = client
             .forward(req)
             .await
             .map_err(|s| not_leader(format!("forwarding to leader {leader} at {addr}: {}", s.message())))?;
-        let res: Result<Committed, ProposeError> = serde_json::from_slice(&resp.into_inner().payload)
+        let res: Result<Committed, ProposeError> = codec::decode(&resp.into_inner().payload)
             .map_err(|e| not_leader(format!("leader {leader} at {addr} sent an unreadable answer: {e}")))?;
         res
     }
 
-    /// Whether a Raft RPC claiming to come from `sender` is accepted.
-    ///
-    /// A member of the current (possibly uncommitted) membership is accepted;
-    /// before this node is part of a cluster, the configured members are. An
-    /// unknown sender is refused, so a stranger or a removed node can neither
-    /// disrupt elections nor move this node's term. Because this node may lag
-    /// behind a membership change, an unknown sender is checked (at most every
-    /// 2 s) against a current member's view and accepted once vouched for.
-    pub fn admits(self: &Arc<Self>, sender: NodeId) -> bool {
+    /// Whether a Raft RPC claiming to come from `sender` is accepted (see [`Vouching`]).
+    pub fn admits(&self, sender: NodeId) -> bool {
         let m = self.metrics();
-        let membership = m.membership_config.membership();
-        let mut known = membership.nodes().peekable();
-        let initialized = known.peek().is_some();
-        if membership.get_node(&sender).is_some() {
-            return true;
-        }
-        if !initialized && self.config.members.iter().any(|c| c.id == sender) {
-            return true;
-        }
-        if self.vouched.lock().unwrap_or_else(|p| p.into_inner()).contains(&sender) {
-            return true;
-        }
-        let due = {
-            let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            match checked.get(&sender) {
-                Some(t) if now.duration_since(*t) < Duration::from_secs(2) => false,
-                _ => {
-                    checked.insert(sender, now);
-                    true
-                }
-            }
-        };
-        if due {
-            let peers: Vec<String> = membership
-                .nodes()
-                .filter(|(id, _)| **id != self.id)
-                .map(|(_, n)| n.addr.clone())
-                .chain(
-                    self.config
-                        .members
-                        .iter()
-                        .filter(|c| c.id != self.id)
-                        .map(|c| c.addr.clone()),
-                )
-                .collect();
-            let me = Arc::clone(self);
-            tokio::spawn(async move { me.check_sender(sender, peers).await });
-        }
-        false
+        let members: Vec<(NodeId, Peer)> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect();
+        self.vouching.admits(sender, &members)
     }
 
-    /// Asks current members whether `sender` belongs to their membership.
-    async fn check_sender(&self, sender: NodeId, peers: Vec<String>) {
-        for addr in peers {
-            let Ok(mut client) = self.connector.cluster_client(&addr) else {
-                continue;
-            };
-            let mut req = tonic::Request::new(crate::proto::v1::GetStatusRequest { linearizable: false });
-            req.set_timeout(Duration::from_secs(1));
-            let Ok(resp) = client.get_status(req).await else {
-                continue;
-            };
-            let status = resp.into_inner();
-            if status.members.iter().any(|m| m.id == sender) {
-                tracing::info!(sender, vouched_by = %addr, "accepting Raft traffic from a member this node did not know yet");
-                self.vouched.lock().unwrap_or_else(|p| p.into_inner()).insert(sender);
-                return;
-            }
-            if status.initialized {
-                break;
-            }
-        }
-        tracing::warn!(
-            sender,
-            "refusing Raft traffic from node {sender}: it is not a member of this cluster"
-        );
+    /// Hands a peer's AppendEntries to Raft.
+    pub async fn append_entries(
+        &self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<AppendEntriesResponse<NodeId>, RaftApiError<openraft::error::Infallible>> {
+        self.raft.append_entries(rpc).await
+    }
+
+    /// Hands a peer's Vote to Raft.
+    pub async fn vote(
+        &self,
+        rpc: VoteRequest<NodeId>,
+    ) -> Result<VoteResponse<NodeId>, RaftApiError<openraft::error::Infallible>> {
+        self.raft.vote(rpc).await
+    }
+
+    /// Hands a snapshot chunk to Raft.
+    pub async fn install_snapshot(
+        &self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RaftApiError<InstallSnapshotError>> {
+        self.raft.install_snapshot(rpc).await
+    }
+
+    /// Confirms with a quorum that this node still leads; returns the read index.
+    pub async fn confirm_leadership(&self) -> Result<Option<LogId>, RaftApiError<CheckIsLeaderError<NodeId, Peer>>> {
+        self.raft.ensure_linearizable().await
+    }
+
+    /// Waits until this node applied `index`, up to `timeout`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), String> {
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Whether this node holds Raft state (it belongs, or belonged, to a cluster).
+    pub async fn is_initialized(&self) -> Result<bool, Fatal<NodeId>> {
+        self.raft.is_initialized().await
+    }
+
+    /// Forms a new cluster of `members`.
+    pub async fn initialize(
+        &self,
+        members: BTreeMap<NodeId, Peer>,
+    ) -> Result<(), RaftApiError<InitializeError<NodeId, Peer>>> {
+        self.raft.initialize(members).await
+    }
+
+    /// Adds a learner and waits for it to catch up.
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        peer: Peer,
+    ) -> Result<ClientWriteResponse<TypeConfig>, RaftApiError<ClientWriteError<NodeId, Peer>>> {
+        self.raft.add_learner(id, peer, true).await
+    }
+
+    /// Changes the voter set.
+    pub async fn change_membership(
+        &self,
+        change: ChangeMembers<NodeId, Peer>,
+    ) -> Result<ClientWriteResponse<TypeConfig>, RaftApiError<ClientWriteError<NodeId, Peer>>> {
+        self.raft.change_membership(change, false).await
+    }
+
+    /// Stops Raft (flushing storage).
+    pub async fn shutdown(&self) -> Result<(), String> {
+        self.raft.shutdown().await.map_err(|e| e.to_string())
     }
 
     /// The voters and learners of the current membership with their addresses.
@@ -376,34 +415,5 @@ impl Agent {
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let nodes = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
         (nodes, voters)
-    }
-}
-
-/// While this node leads, keeps the replicated catalog equal to the one its
-/// configuration describes: proposes it on taking office and whenever they differ.
-pub async fn maintain_catalog(agent: Arc<Agent>) {
-    let Ok(wanted) = agent.config.catalog() else { return };
-    let mut metrics = agent.raft.metrics();
-    loop {
-        if agent.is_leader() {
-            let current = agent.sm.read().await.app.catalog.clone();
-            if current.as_ref() != Some(&wanted) {
-                match agent
-                    .propose_as_leader(agent.id, Command::Catalog(wanted.clone()))
-                    .await
-                {
-                    Ok(_) => tracing::info!(
-                        endpoints = wanted.pools.iter().map(|p| p.endpoints.len()).sum::<usize>(),
-                        "catalog committed from this leader's configuration"
-                    ),
-                    Err(e) => tracing::warn!("could not commit the catalog: {e}"),
-                }
-            }
-        }
-        // Re-check on any Raft state change, and at least every second.
-        tokio::select! {
-            r = metrics.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
     }
 }

@@ -6,47 +6,60 @@
 //!
 //! # Layout, in pipeline order
 //!
-//! - [`probe`]: ICMP, TCP and HTTP checks and the scheduler that runs them
-//!   once per interval for every endpoint.
-//! - [`detect`]: rise/fall hysteresis turning probe results into a local view.
-//! - [`propose`]: local transitions and heartbeats into log entries; abstains
-//!   when the agent's own network is suspect.
-//! - [`agent`]: one running agent: Raft instance, storage handles and the
-//!   proposal path (followers forward to the leader, the leader stamps log
-//!   time and refuses reports the state machine would ignore).
-//! - [`store`]: sled storage for the log, vote, committed pointer and snapshots.
-//! - [`state`]: the replicated application state, applied deterministically:
-//!   catalog, observations, decisions, DNS placement, audit history.
-//! - [`decide`]: which observations count, the quorum rule and the DNS guards.
-//! - [`reconcile`]: the leader writes the decided record set to the provider.
-//! - [`dns`]: DNS providers (Cloudflare, zone file, memory) and the owned-record diff.
+//! Follow one observation from a probe to a DNS write:
+//!
+//! 1. [`probe`]: ICMP, TCP and HTTP checks and the scheduler that runs them
+//!    once per interval for every endpoint.
+//! 2. [`detect`]: rise/fall hysteresis turns probe results into this agent's
+//!    local view; a change is a transition carrying its evidence.
+//! 3. [`propose`]: transitions (batched) and periodic heartbeats become log
+//!    entries; the agent abstains when its own network is suspect.
+//! 4. [`agent`]: the handle every stage goes through: a follower forwards a
+//!    proposal to the leader, the leader checks it with the admission rule,
+//!    stamps log time and commits it through Raft.
+//! 5. [`store`]: sled holds the log, the vote and snapshots; committed
+//!    entries are applied to the state machine.
+//! 6. [`state`]: the replicated state, applied deterministically: catalog,
+//!    observations, decisions, DNS placement and the audit history.
+//! 7. [`decide`]: the pure rules the state machine calls: which reports are
+//!    admitted, which observations count, the quorum rule and the guards.
+//! 8. [`reconcile`]: the leader lists the provider, diffs it against the
+//!    decided record set, re-confirms leadership and writes the difference.
+//! 9. [`dns`]: the providers (Cloudflare, zone file, memory) and the
+//!    owned-record diff; each write is proposed back as an audit entry.
 //!
 //! Around the pipeline:
 //!
-//! - [`types`]: the Raft type configuration and the log payload ([`types::Command`]).
+//! - [`model`]: the shared words: node ids, decisions, record types,
+//!   records, sequence numbers, audit event kinds.
+//! - [`types`]: the log payload ([`types::Command`]) and the Raft type configuration.
+//! - [`catalog`]: the leader keeps the replicated catalog equal to its configuration.
+//! - [`codec`]: the internal service's wire format, shared by client and server.
 //! - [`network`]: outgoing gRPC to peers (channel cache, bound source
-//!   address, openraft network).
+//!   address, openraft network) and which peers may talk to this node.
 //! - [`grpc`]: incoming gRPC: the internal Raft service, the `vantage.v1`
 //!   admin and query API and server reflection.
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`clock`]: the injected wall clock (read by the leader only).
-//! - [`cli`]: the command-line client and commands used by the binary.
-//! - [`demo`]: `vantage demo`, a local cluster with endpoints it can break.
 //! - [`proto`]: generated protobuf and gRPC code.
+//!
+//! The command line, its output and `vantage demo` live in the binary
+//! (`src/bin/vantage/`); this library prints nothing.
 
 #![forbid(unsafe_code)]
 // tonic::Status and openraft's errors are large by design, and handlers must return them.
 #![allow(clippy::result_large_err)]
 
 pub mod agent;
-pub mod cli;
+pub mod catalog;
 pub mod clock;
+pub mod codec;
 pub mod config;
 pub mod decide;
-pub mod demo;
 pub mod detect;
 pub mod dns;
 pub mod grpc;
+pub mod model;
 pub mod network;
 pub mod probe;
 pub mod propose;
@@ -91,10 +104,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
     let agent = Agent::start(config, connector, clock.clone()).await?;
-    tracing::info!(node = agent.id, addr = %agent.addr, "agent started");
-    let catalog = tokio::spawn(agent::maintain_catalog(agent.clone()));
+    tracing::info!(node = agent.id(), addr = %agent.addr(), "agent started");
+    let catalog = tokio::spawn(catalog::maintain(agent.clone()));
     let observer = Arc::new(propose::Observer::start(agent.clone(), clock).await?);
-    let reconciler = match dns::from_config(&agent.config).map_err(RunError::Dns)? {
+    let reconciler = match dns::from_config(agent.config()).map_err(RunError::Dns)? {
         Some(provider) => {
             let r = Arc::new(reconcile::Reconciler::new(agent.clone(), provider));
             tracing::info!(provider = %r.describe(), dry_run = r.dry_run, "DNS reconciler ready (writes only while leader)");
@@ -107,12 +120,12 @@ pub async fn run(
     };
     let reconcile_task = reconciler.clone().map(|r| tokio::spawn(r.run()));
     let served = grpc::serve(agent.clone(), observer, reconciler, listener, shutdown).await;
-    tracing::info!(node = agent.id, "shutting down");
+    tracing::info!(node = agent.id(), "shutting down");
     catalog.abort();
     if let Some(t) = reconcile_task {
         t.abort();
     }
-    if let Err(e) = agent.raft.shutdown().await {
+    if let Err(e) = agent.shutdown().await {
         tracing::warn!("Raft did not stop cleanly: {e}");
     }
     served?;

@@ -12,7 +12,7 @@
 //! proposes that it abstains, holds its endpoint transitions back, and sends
 //! its full view again once it recovers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,7 +54,7 @@ pub struct ObserverError {
 impl Observer {
     /// Starts probing every configured endpoint and control target, and the proposer.
     pub async fn start(agent: Arc<Agent>, clock: Arc<dyn Clock>) -> Result<Observer, ObserverError> {
-        let config: &Config = &agent.config;
+        let config: &Config = agent.config();
         let err = |message: String| ObserverError {
             file: config.source.clone(),
             message,
@@ -67,8 +67,8 @@ impl Observer {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ctx, crx) = mpsc::unbounded_channel();
         let d = &config.probe;
-        let endpoints = Scheduler::start(agent.id, &specs, &probers, d.max_concurrency, tx).map_err(err)?;
-        let control_sched = Scheduler::start(agent.id, &control, &probers, d.max_concurrency, ctx).map_err(err)?;
+        let endpoints = Scheduler::start(agent.id(), &specs, &probers, d.max_concurrency, tx).map_err(err)?;
+        let control_sched = Scheduler::start(agent.id(), &control, &probers, d.max_concurrency, ctx).map_err(err)?;
         let (abstain_tx, abstaining) = watch::channel(false);
         let proposer = Proposer {
             agent: agent.clone(),
@@ -134,6 +134,24 @@ impl Proposer {
         *self.abstain.borrow()
     }
 
+    /// The endpoints of the committed catalog this agent probes; None before
+    /// any catalog is committed (reports then wait, see [`Proposer::propose`]).
+    async fn listed(&self) -> Option<BTreeSet<String>> {
+        let probed: Vec<String> = self
+            .view
+            .read()
+            .map(|v| v.keys().cloned().collect())
+            .unwrap_or_default();
+        self.agent
+            .read(|sm| {
+                let app = &sm.app;
+                app.catalog
+                    .is_some()
+                    .then(|| probed.into_iter().filter(|id| app.lists(id)).collect())
+            })
+            .await
+    }
+
     /// Proposes a report. Returns false when it should be retried; a report
     /// the leader refuses for good is logged and dropped (true).
     async fn propose(&mut self, command: Command) -> bool {
@@ -155,12 +173,18 @@ impl Proposer {
         }
     }
 
-    fn heartbeat_command(&mut self) -> Command {
+    /// The full view, of the endpoints the committed catalog lists (a report
+    /// naming others is refused whole; see [`crate::decide::admit`]).
+    async fn heartbeat_command(&mut self) -> Command {
         let (mut up, mut down, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
         let abstain = self.abstaining();
+        let listed = self.listed().await;
         if !abstain {
             if let Ok(v) = self.view.read() {
-                for (id, e) in v.iter() {
+                for (id, e) in v
+                    .iter()
+                    .filter(|(id, _)| listed.as_ref().is_none_or(|l| l.contains(*id)))
+                {
                     match e.state {
                         Health::Up => up.push(id.clone()),
                         Health::Down => down.push(id.clone()),
@@ -170,7 +194,7 @@ impl Proposer {
             }
         }
         Command::Heartbeat {
-            agent: self.agent.id,
+            agent: self.agent.id(),
             seq: self.next_seq(),
             abstain,
             up,
@@ -227,13 +251,18 @@ impl Proposer {
             failed = false;
             held = false;
             if heartbeat_due || abstain_dirty && self.abstaining() {
-                let hb = self.heartbeat_command();
+                let hb = self.heartbeat_command().await;
                 if self.propose(hb).await {
                     heartbeat_due = false;
                     abstain_dirty = false;
                     if !self.abstaining() {
-                        // The full view supersedes what was pending.
-                        pending.clear();
+                        // The full view supersedes a pending transition the
+                        // view has since moved past; one that still holds is
+                        // reported as well, so every agent's transition count
+                        // stays exact even when a heartbeat goes out first.
+                        if let Ok(v) = self.view.read() {
+                            pending.retain(|id, c| v.get(id).map(|e| e.state) == Some(c.status));
+                        }
                     }
                 } else {
                     failed = true;
@@ -247,17 +276,14 @@ impl Proposer {
             if !pending.is_empty() && !self.abstaining() {
                 // Endpoints the replicated catalog does not list (this agent's
                 // configuration differs from the leader's) are not reported.
-                {
-                    let sm = self.agent.sm.read().await;
-                    if sm.app.catalog.is_some() {
-                        pending.retain(|id, _| sm.app.endpoints.contains_key(id));
-                    }
+                if let Some(listed) = self.listed().await {
+                    pending.retain(|id, _| listed.contains(id));
                 }
                 if pending.is_empty() {
                     continue;
                 }
                 let command = Command::Observe {
-                    agent: self.agent.id,
+                    agent: self.agent.id(),
                     seq: self.next_seq(),
                     abstain: false,
                     changes: pending.values().cloned().collect(),

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::agent::Agent;
-use crate::dns::{self, Change, Existing, Outcome, Owned, Provider, ProviderError, Record};
+use crate::dns::{self, Change, Existing, Outcome, Owned, Provider, ProviderError};
+use crate::model::Record;
 use crate::types::{Command, DnsAudit};
 
 /// What the leader would do now.
@@ -40,8 +41,8 @@ pub struct Reconciler {
 impl Reconciler {
     pub fn new(agent: Arc<Agent>, provider: Arc<dyn Provider>) -> Reconciler {
         Reconciler {
-            dry_run: agent.config.dns.dry_run,
-            interval: agent.config.dns.reconcile_interval.0,
+            dry_run: agent.config().dns.dry_run,
+            interval: agent.config().dns.reconcile_interval.0,
             agent,
             provider,
         }
@@ -53,12 +54,18 @@ impl Reconciler {
 
     /// The desired set and the owned names, from this node's applied state.
     async fn desired(&self) -> (BTreeSet<Record>, Owned, u64) {
-        let sm = self.agent.sm.read().await;
-        let desired = dns::records_of(&sm.app.desired_records());
-        let owned = Owned {
-            names: sm.app.owned_names(),
-        };
-        (desired, owned, sm.last_applied.map(|l| l.index).unwrap_or(0))
+        self.agent
+            .read(|sm| {
+                let owned = Owned {
+                    names: sm.app.owned_names(),
+                };
+                (
+                    sm.app.desired_records(),
+                    owned,
+                    sm.last_applied.map(|l| l.index).unwrap_or(0),
+                )
+            })
+            .await
     }
 
     /// Lists the provider and computes the changes the desired set needs.
@@ -84,7 +91,11 @@ impl Reconciler {
     }
 
     async fn audit(&self, a: DnsAudit) {
-        if let Err(e) = self.agent.propose_as_leader(self.agent.id, Command::DnsAudit(a)).await {
+        if let Err(e) = self
+            .agent
+            .propose_as_leader(self.agent.id(), Command::DnsAudit(a))
+            .await
+        {
             tracing::warn!("could not record the DNS audit entry: {e}");
         }
     }
@@ -92,8 +103,8 @@ impl Reconciler {
     /// One round. Returns true when the provider holds the desired set.
     async fn round(&self, wanted: (BTreeSet<Record>, Owned, u64), last_plan: &mut Option<Vec<Change>>) -> bool {
         // Every request of the round, reads included, says who sends it.
-        let term = self.agent.metrics().current_term;
-        self.provider.set_context(self.agent.id, term);
+        let term = self.agent.term();
+        self.provider.set_context(self.agent.id(), term);
         let (desired, owned, served_index) = wanted;
         let plan = match self.plan_for(desired, owned, served_index).await {
             Ok(p) => p,
@@ -128,8 +139,8 @@ impl Reconciler {
         // One writer: confirm leadership with a quorum right before writing.
         // An isolated leader cannot collect a quorum: give up after two
         // election timeouts rather than wait for the partition to heal.
-        let wait = self.agent.config.raft.election_timeout_max.0 * 2;
-        match tokio::time::timeout(wait, self.agent.raft.ensure_linearizable()).await {
+        let wait = self.agent.config().raft.election_timeout_max.0 * 2;
+        match tokio::time::timeout(wait, self.agent.confirm_leadership()).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::warn!("leadership not confirmed, DNS batch abandoned: {e}");
@@ -175,7 +186,7 @@ impl Reconciler {
 
     /// Runs until the task is dropped.
     pub async fn run(self: Arc<Self>) {
-        let mut metrics = self.agent.raft.metrics();
+        let mut metrics = self.agent.metrics_watch();
         let mut last_desired: Option<BTreeSet<Record>> = None;
         let mut last_plan: Option<Vec<Change>> = None;
         let mut was_leader = false;
@@ -197,7 +208,7 @@ impl Reconciler {
                 last_desired = None;
             }
             was_leader = leader;
-            let notified = self.agent.applied.notified();
+            let notified = self.agent.applied().notified();
             tokio::select! {
                 _ = notified => {}
                 r = metrics.changed() => if r.is_err() { return },

@@ -1,15 +1,17 @@
 //! The Raft type configuration and the application payload carried in the log.
+//!
+//! The words the payload is made of (decisions, sequence numbers, node ids)
+//! live in [`crate::model`]; this module adds the commands and openraft's types.
 
 use std::fmt;
 use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decide::Decision;
+use crate::decide::ReportClaim;
 use crate::detect::{Evidence, Health};
-
-/// A Raft node id.
-pub type NodeId = u64;
+use crate::model::Decision;
+pub use crate::model::{NodeId, Seq};
 
 /// What the Raft membership records about a peer: where to reach it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,15 +45,6 @@ pub type StoredMembership = openraft::StoredMembership<NodeId, Peer>;
 pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Peer>;
 pub type StorageError = openraft::StorageError<NodeId>;
 pub type RaftMetrics = openraft::RaftMetrics<NodeId, Peer>;
-
-/// Orders one agent's proposals: `boot` is the agent's start time (ms), `n`
-/// counts proposals since. The state machine ignores anything not newer than
-/// what it already applied from that agent, so retried proposals are harmless.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Seq {
-    pub boot: u64,
-    pub n: u64,
-}
 
 /// A change of one agent's view of one endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +144,34 @@ impl Command {
         match self {
             Command::Note { .. } | Command::Catalog(_) | Command::DnsAudit(_) => None,
             Command::Observe { agent, .. } | Command::Heartbeat { agent, .. } => Some(*agent),
+        }
+    }
+
+    /// What an agent report claims, as proposed by `origin`; None for other commands.
+    pub fn claim(&self, origin: NodeId) -> Option<ReportClaim<'_>> {
+        match self {
+            Command::Note { .. } | Command::Catalog(_) | Command::DnsAudit(_) => None,
+            Command::Observe {
+                agent, seq, changes, ..
+            } => Some(ReportClaim {
+                origin,
+                agent: *agent,
+                seq: *seq,
+                endpoints: changes.iter().map(|c| c.endpoint.as_str()).collect(),
+            }),
+            Command::Heartbeat {
+                agent,
+                seq,
+                up,
+                down,
+                unknown,
+                ..
+            } => Some(ReportClaim {
+                origin,
+                agent: *agent,
+                seq: *seq,
+                endpoints: up.iter().chain(down).chain(unknown).map(String::as_str).collect(),
+            }),
         }
     }
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use common::{wait_for, Cluster, Port, BIN};
 use serde_json::Value;
-use vantage::agent::{Committed, ForwardRequest, ProposeError};
+use vantage::agent::{Committed, ProposeError};
+use vantage::codec::ForwardRequest;
 use vantage::detect::{Evidence, Health};
 use vantage::proto::raft::raft_client::RaftClient;
 use vantage::proto::raft::RaftMessage;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{Config, ConfigError, Dur};
-use crate::decide::Decision;
+use crate::model::Decision;
 use crate::types::{Catalog, CatalogEndpoint, CatalogPool};
 
 /// Probe settings that pools inherit unless they override them.

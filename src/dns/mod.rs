@@ -14,58 +14,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-/// Record types Vantage manages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum RecordType {
-    A,
-    #[allow(clippy::upper_case_acronyms)]
-    AAAA,
-}
-
-impl RecordType {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            RecordType::A => "A",
-            RecordType::AAAA => "AAAA",
-        }
-    }
-
-    /// The type of a record holding `address`.
-    pub fn for_address(address: &str) -> RecordType {
-        if address.contains(':') {
-            RecordType::AAAA
-        } else {
-            RecordType::A
-        }
-    }
-}
-
-/// A record's identity: fully qualified name (lower case, no trailing dot),
-/// type and content (the address).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Record {
-    pub name: String,
-    pub rtype: RecordType,
-    pub content: String,
-}
-
-impl Record {
-    /// The A or AAAA record of `name` holding `address`.
-    pub fn new(name: impl Into<String>, address: impl Into<String>) -> Record {
-        let content = address.into();
-        Record {
-            name: name.into(),
-            rtype: RecordType::for_address(&content),
-            content,
-        }
-    }
-}
-
-impl fmt::Display for Record {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {}", self.name, self.rtype.as_str(), self.content)
-    }
-}
+pub use crate::model::{Record, RecordType};
 
 /// A record as a provider holds it, with the provider's id for it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -110,8 +59,7 @@ pub struct Owned {
 impl Owned {
     /// Whether `r` is one of ours (name and address both configured).
     pub fn owns(&self, r: &Record) -> bool {
-        self.names.get(&r.name).is_some_and(|a| a.contains(&r.content))
-            && RecordType::for_address(&r.content) == r.rtype
+        self.names.get(&r.name).is_some_and(|a| a.contains(&r.content)) && RecordType::of(&r.content) == r.rtype
     }
 }
 
@@ -198,17 +146,6 @@ pub fn from_config(config: &crate::config::Config) -> Result<Option<Arc<dyn Prov
         }
         other => Err(format!("{}: dns.provider: unknown provider {other:?}", config.source)),
     }
-}
-
-/// The desired records as the state machine describes them.
-pub fn records_of(desired: &BTreeMap<String, BTreeSet<(String, String)>>) -> BTreeSet<Record> {
-    desired
-        .iter()
-        .flat_map(|(name, set)| {
-            set.iter()
-                .map(move |(_, address)| Record::new(name.clone(), address.clone()))
-        })
-        .collect()
 }
 
 /// The changes that turn `actual` into `desired`, touching owned records only.

@@ -95,15 +95,27 @@ impl Cluster for ClusterService {
             super::linearize(&self.agent).await?;
         }
         let m = self.agent.metrics();
-        let sm = self.agent.sm.read().await;
+        let (log_time_ms, notes_applied, state_digest, last_note, alarms) = self
+            .agent
+            .read(|sm| {
+                let app = &sm.app;
+                (
+                    app.log_time_ms,
+                    app.notes_applied,
+                    app.digest_hex(),
+                    app.last_note.clone(),
+                    alarms(app),
+                )
+            })
+            .await;
         let (leader_id, leader_addr) = match self.agent.leader() {
             Some((id, addr)) => (Some(id), addr),
             None => (None, String::new()),
         };
         let members = self.member_list();
         Ok(Response::new(ClusterStatus {
-            node_id: self.agent.id,
-            node_addr: self.agent.addr.clone(),
+            node_id: self.agent.id(),
+            node_addr: self.agent.addr().to_string(),
             role: role(m.state).to_string(),
             leader_id,
             leader_addr,
@@ -118,12 +130,12 @@ impl Cluster for ClusterService {
             purged_index: m.purged.map(|l| l.index).unwrap_or(0),
             initialized: !members.is_empty(),
             members,
-            log_time_ms: sm.app.log_time_ms,
-            notes_applied: sm.app.notes_applied,
-            state_digest: sm.app.digest_hex(),
-            last_note: sm.app.last_note.clone(),
+            log_time_ms,
+            notes_applied,
+            state_digest,
+            last_note,
             linearizable,
-            alarms: alarms(&sm.app),
+            alarms,
         }))
     }
 
@@ -134,11 +146,11 @@ impl Cluster for ClusterService {
             .into_iter()
             .map(|m| (m.id, Peer { addr: m.addr }))
             .collect();
-        if !wanted.contains_key(&self.agent.id) {
+        if !wanted.contains_key(&self.agent.id()) {
             return Err(Status::invalid_argument(format!(
                 "the member list {:?} does not include this node (id {}); bootstrap through a member",
                 wanted.keys().collect::<Vec<_>>(),
-                self.agent.id
+                self.agent.id()
             )));
         }
         let already = |message: String, members: Vec<Member>| {
@@ -150,7 +162,6 @@ impl Cluster for ClusterService {
         };
         let initialized = self
             .agent
-            .raft
             .is_initialized()
             .await
             .map_err(|e| Status::internal(format!("Raft stopped: {e}")))?;
@@ -164,8 +175,8 @@ impl Cluster for ClusterService {
         }
         // A peer may already belong to a formed cluster this node has not heard
         // from yet: never start a second one beside it.
-        for (id, peer) in wanted.iter().filter(|(id, _)| **id != self.agent.id) {
-            let Ok(mut client) = self.agent.connector.cluster_client(&peer.addr) else {
+        for (id, peer) in wanted.iter().filter(|(id, _)| **id != self.agent.id()) {
+            let Ok(mut client) = self.agent.connector().cluster_client(&peer.addr) else {
                 continue;
             };
             let mut probe = Request::new(GetStatusRequest { linearizable: false });
@@ -182,7 +193,7 @@ impl Cluster for ClusterService {
             }
         }
         tracing::info!(members = ?wanted.keys().collect::<Vec<_>>(), "initializing the cluster");
-        match self.agent.raft.initialize(wanted.clone()).await {
+        match self.agent.initialize(wanted.clone()).await {
             Ok(()) => {
                 let members = wanted
                     .into_iter()
@@ -237,9 +248,8 @@ impl Cluster for ClusterService {
                 }));
             }
         }
-        let wait = self.agent.config.raft.join_timeout.0;
-        let learner =
-            tokio::time::timeout(wait, self.agent.raft.add_learner(id, Peer { addr: addr.clone() }, true)).await;
+        let wait = self.agent.config().raft.join_timeout.0;
+        let learner = tokio::time::timeout(wait, self.agent.add_learner(id, Peer { addr: addr.clone() })).await;
         match learner {
             Err(_) => {
                 return Err(Status::deadline_exceeded(format!(
@@ -251,8 +261,7 @@ impl Cluster for ClusterService {
         };
         let resp = self
             .agent
-            .raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
             .await
             .map_err(status::client_write)?;
         Ok(Response::new(MembershipResponse {
@@ -284,8 +293,7 @@ impl Cluster for ClusterService {
         };
         let resp = self
             .agent
-            .raft
-            .change_membership(change, false)
+            .change_membership(change)
             .await
             .map_err(status::client_write)?;
         Ok(Response::new(MembershipResponse {

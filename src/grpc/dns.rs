@@ -34,10 +34,10 @@ impl Dns for DnsService {
         {
             return Ok(resp);
         }
-        let term = self.agent.metrics().current_term;
+        let term = self.agent.term();
         let Some(r) = &self.reconciler else {
             return Ok(Response::new(PlanResponse {
-                leader_id: self.agent.id,
+                leader_id: self.agent.id(),
                 term,
                 ..Default::default()
             }));
@@ -49,7 +49,7 @@ impl Dns for DnsService {
         Ok(Response::new(PlanResponse {
             provider: r.describe(),
             dry_run: r.dry_run,
-            leader_id: self.agent.id,
+            leader_id: self.agent.id(),
             term,
             served_index: plan.served_index,
             desired: plan.desired.iter().map(|d| d.to_string()).collect(),

@@ -34,7 +34,7 @@ fn to_proto(e: &AuditEvent) -> HistoryEvent {
         log_index: e.index,
         log_time_ms: e.log_time_ms,
         endpoint: e.endpoint.clone(),
-        kind: e.kind.clone(),
+        kind: e.kind.as_str().to_string(),
         from: e.from.clone(),
         to: e.to.clone(),
         rule: e.rule.clone(),
@@ -45,7 +45,7 @@ fn to_proto(e: &AuditEvent) -> HistoryEvent {
             .iter()
             .map(|(agent, reason)| Uncounted {
                 agent: *agent,
-                reason: reason.clone(),
+                reason: reason.as_str().to_string(),
             })
             .collect(),
     }
@@ -66,14 +66,18 @@ impl History for HistoryService {
             super::linearize(&self.agent).await?;
         }
         let limit = if limit == 0 { 100 } else { limit.min(10_000) } as usize;
-        let sm = self.agent.sm.read().await;
-        let mut page = sm
-            .app
-            .history
-            .iter()
-            .filter(|e| e.id > after_id && matches(e, &endpoint));
-        let events: Vec<HistoryEvent> = page.by_ref().take(limit).map(to_proto).collect();
-        let more = page.next().is_some();
+        let (events, more) = self
+            .agent
+            .read(|sm| {
+                let mut page = sm
+                    .app
+                    .history
+                    .iter()
+                    .filter(|e| e.id > after_id && matches(e, &endpoint));
+                let events: Vec<HistoryEvent> = page.by_ref().take(limit).map(to_proto).collect();
+                (events, page.next().is_some())
+            })
+            .await;
         Ok(Response::new(ListHistoryResponse {
             next_after_id: events.last().map(|e| e.id).unwrap_or(after_id),
             events,
@@ -89,24 +93,25 @@ impl History for HistoryService {
         let agent = self.agent.clone();
         tokio::spawn(async move {
             let mut last = if after_id == 0 {
-                agent.sm.read().await.app.next_event
+                agent.read(|sm| sm.app.next_event).await
             } else {
                 after_id
             };
             loop {
                 // Register for the wake-up before reading, so no event slips between.
-                let notified = agent.applied.notified();
+                let notified = agent.applied().notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                let fresh: Vec<HistoryEvent> = {
-                    let sm = agent.sm.read().await;
-                    sm.app
-                        .history
-                        .iter()
-                        .filter(|e| e.id > last && matches(e, &endpoint))
-                        .map(to_proto)
-                        .collect()
-                };
+                let fresh: Vec<HistoryEvent> = agent
+                    .read(|sm| {
+                        sm.app
+                            .history
+                            .iter()
+                            .filter(|e| e.id > last && matches(e, &endpoint))
+                            .map(to_proto)
+                            .collect()
+                    })
+                    .await;
                 for e in fresh {
                     last = e.id;
                     if tx.send(Ok(e)).await.is_err() {

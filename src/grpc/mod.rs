@@ -48,7 +48,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let max = agent.config.raft.max_message_bytes;
+    let max = agent.config().raft.max_message_bytes;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()?;
@@ -88,8 +88,7 @@ pub async fn serve(
 pub(crate) async fn linearize(agent: &Agent) -> Result<(), Status> {
     if agent.is_leader() {
         return agent
-            .raft
-            .ensure_linearizable()
+            .confirm_leadership()
             .await
             .map(|_| ())
             .map_err(|e| Status::unavailable(format!("cannot confirm leadership: {e}")));
@@ -98,16 +97,14 @@ pub(crate) async fn linearize(agent: &Agent) -> Result<(), Status> {
         return Err(status::not_leader(None));
     };
     let mut client = agent
-        .connector
+        .connector()
         .raft_client(&addr)
         .map_err(|e| Status::unavailable(e.to_string()))?;
     let mut req = Request::new(ReadIndexRequest {});
-    req.set_timeout(agent.config.raft.rpc_timeout.0 * 2);
+    req.set_timeout(agent.config().raft.rpc_timeout.0 * 2);
     let index = client.read_index(req).await?.into_inner().read_index;
     agent
-        .raft
-        .wait(Some(agent.config.raft.propose_timeout.0))
-        .applied_index_at_least(Some(index), "linearizable read")
+        .wait_applied(index, agent.config().raft.propose_timeout.0)
         .await
         .map_err(|e| Status::unavailable(format!("this node did not catch up to index {index}: {e}")))?;
     Ok(())
@@ -128,7 +125,7 @@ where
     if agent.is_leader() {
         return Ok(None);
     }
-    let leader = agent.leader().filter(|(id, _)| *id != agent.id);
+    let leader = agent.leader().filter(|(id, _)| *id != agent.id());
     if req.metadata().contains_key(FORWARDED_HEADER) {
         return Err(status::not_leader(leader));
     }
@@ -136,12 +133,12 @@ where
         return Err(status::not_leader(None));
     };
     let channel = agent
-        .connector
+        .connector()
         .channel(&addr)
         .map_err(|e| Status::unavailable(e.to_string()))?;
     let mut fwd = Request::new(req.into_inner());
     fwd.metadata_mut()
         .insert(FORWARDED_HEADER, tonic::metadata::MetadataValue::from_static("1"));
-    fwd.set_timeout(agent.config.raft.join_timeout.0 + std::time::Duration::from_secs(5));
+    fwd.set_timeout(agent.config().raft.join_timeout.0 + std::time::Duration::from_secs(5));
     call(channel, fwd).await.map(Some)
 }

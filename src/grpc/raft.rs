@@ -9,8 +9,8 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use super::status;
-use crate::agent::{Agent, Committed, ForwardRequest, ProposeError};
-use crate::network::ChunkHeader;
+use crate::agent::{Agent, Committed, ProposeError};
+use crate::codec::{self, ChunkHeader, ForwardRequest};
 use crate::proto::raft::raft_server::Raft;
 use crate::proto::raft::{RaftMessage, ReadIndexRequest, ReadIndexResponse, SnapshotChunk};
 use crate::types::{NodeId, TypeConfig};
@@ -40,12 +40,13 @@ impl RaftService {
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8], rpc: &str) -> Result<T, Status> {
-    serde_json::from_slice(bytes).map_err(|e| Status::invalid_argument(format!("malformed {rpc} payload: {e}")))
+    codec::decode(bytes).map_err(|e| Status::invalid_argument(format!("malformed {rpc} payload: {e}")))
 }
 
 fn reply<T: Serialize>(v: &T) -> Result<Response<RaftMessage>, Status> {
-    let payload = serde_json::to_vec(v).map_err(|e| Status::internal(format!("cannot encode the answer: {e}")))?;
-    Ok(Response::new(RaftMessage { payload }))
+    codec::encode(v)
+        .map(Response::new)
+        .map_err(|e| Status::internal(format!("cannot encode the answer: {e}")))
 }
 
 #[tonic::async_trait]
@@ -53,13 +54,13 @@ impl Raft for RaftService {
     async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&req.get_ref().payload, "AppendEntries")?;
         self.admit(rpc.vote.leader_id().voted_for(), "AppendEntries")?;
-        reply(&self.agent.raft.append_entries(rpc).await)
+        reply(&self.agent.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc: VoteRequest<NodeId> = decode(&req.get_ref().payload, "Vote")?;
         self.admit(rpc.vote.leader_id().voted_for(), "Vote")?;
-        reply(&self.agent.raft.vote(rpc).await)
+        reply(&self.agent.vote(rpc).await)
     }
 
     async fn install_snapshot(&self, req: Request<SnapshotChunk>) -> Result<Response<RaftMessage>, Status> {
@@ -73,7 +74,7 @@ impl Raft for RaftService {
             data: chunk.data,
             done: header.done,
         };
-        reply(&self.agent.raft.install_snapshot(rpc).await)
+        reply(&self.agent.install_snapshot(rpc).await)
     }
 
     async fn forward(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
@@ -97,7 +98,7 @@ impl Raft for RaftService {
     }
 
     async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
-        match self.agent.raft.ensure_linearizable().await {
+        match self.agent.confirm_leadership().await {
             Ok(read) => Ok(Response::new(ReadIndexResponse {
                 read_index: read.map(|l| l.index).unwrap_or(0),
             })),

@@ -1,7 +1,9 @@
 //! Outgoing connections: one place that builds gRPC channels to peers (so TLS
-//! becomes a switch here), and the openraft network that sends Raft RPCs over them.
+//! becomes a switch here), the openraft network that sends Raft RPCs over
+//! them, and the admission of incoming peers ([`Vouching`]).
 
 mod raft;
+mod vouch;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -12,8 +14,8 @@ use tokio::net::TcpSocket;
 
 use tonic::transport::{Channel, Endpoint};
 
-pub(crate) use raft::ChunkHeader;
 pub use raft::PeerNetworkFactory;
+pub use vouch::Vouching;
 
 use crate::proto::raft::raft_client::RaftClient;
 use crate::proto::v1::cluster_client::ClusterClient;

@@ -13,6 +13,7 @@ use serde::Serialize;
 use tonic::transport::Channel;
 
 use super::Connector;
+use crate::codec::{self, ChunkHeader};
 use crate::proto::raft::raft_client::RaftClient;
 use crate::proto::raft::{RaftMessage, SnapshotChunk};
 use crate::types::{NodeId, Peer, TypeConfig};
@@ -51,15 +52,6 @@ pub struct PeerNetwork {
     rpc_timeout: Duration,
 }
 
-/// The header of an InstallSnapshot chunk; the data travels beside it as raw bytes.
-#[derive(Serialize, serde::Deserialize)]
-pub(crate) struct ChunkHeader {
-    pub vote: openraft::Vote<NodeId>,
-    pub meta: openraft::SnapshotMeta<NodeId, Peer>,
-    pub offset: u64,
-    pub done: bool,
-}
-
 type RpcErr<E> = RPCError<NodeId, Peer, RaftError<NodeId, E>>;
 
 impl PeerNetwork {
@@ -95,7 +87,7 @@ impl PeerNetwork {
         E: std::error::Error + DeserializeOwned,
     {
         let res: Result<T, RaftError<NodeId, E>> =
-            serde_json::from_slice(&msg.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            codec::decode(&msg.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| {
             RPCError::RemoteError(RemoteError::new_with_node(
                 self.target,
@@ -118,8 +110,7 @@ struct PeerError {
 }
 
 fn encode<T: Serialize, E: std::error::Error>(v: &T) -> Result<RaftMessage, RpcErr<E>> {
-    let payload = serde_json::to_vec(v).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-    Ok(RaftMessage { payload })
+    codec::encode(v).map_err(|e| RPCError::Network(NetworkError::new(&e)))
 }
 
 fn with_timeout<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
@@ -152,7 +143,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
             offset: rpc.offset,
             done: rpc.done,
         };
-        let header = serde_json::to_vec(&header).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let header = encode(&header)?.payload;
         let chunk = SnapshotChunk { header, data: rpc.data };
         let req = with_timeout(chunk, option.hard_ttl());
         let resp = client.install_snapshot(req).await.map_err(|s| self.status_err(s))?;

@@ -92,8 +92,8 @@ mod tests {
         use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, RaftSnapshotBuilder};
         use proptest::prelude::*;
 
-        use crate::decide::Decision;
         use crate::detect::{Evidence, Health};
+        use crate::model::Decision;
         use crate::store::{open, StateMachineStore};
         use crate::types::{
             Catalog, CatalogEndpoint, CatalogPool, Change, Command, Entry, Peer, Proposal, Seq, TypeConfig,

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
-use crate::network::Connector;
-use crate::proto::v1::cluster_client::ClusterClient;
-use crate::proto::v1::endpoints_client::EndpointsClient;
-use crate::proto::v1::history_client::HistoryClient;
-use crate::proto::v1::{BootstrapRequest, GetStatusRequest, ListEndpointsRequest, Member, WatchRequest};
+use vantage::network::Connector;
+use vantage::proto::v1::cluster_client::ClusterClient;
+use vantage::proto::v1::endpoints_client::EndpointsClient;
+use vantage::proto::v1::history_client::HistoryClient;
+use vantage::proto::v1::{BootstrapRequest, GetStatusRequest, ListEndpointsRequest, Member, WatchRequest};
 
 /// Demo options.
 #[derive(Clone, Debug)]
@@ -145,7 +145,7 @@ impl Demo {
             .collect()
     }
 
-    async fn status_of(&self, id: u64) -> Option<crate::proto::v1::ClusterStatus> {
+    async fn status_of(&self, id: u64) -> Option<vantage::proto::v1::ClusterStatus> {
         let ch = self.connector.channel(&agent_addr(self.net, id)).ok()?;
         let mut req = tonic::Request::new(GetStatusRequest { linearizable: false });
         req.set_timeout(Duration::from_millis(500));
@@ -277,7 +277,7 @@ impl Demo {
                     while let Ok(Some(e)) = stream.message().await {
                         after = e.id;
                         if matches!(e.kind.as_str(), "decision" | "dns" | "dns-write" | "panic" | "guard") {
-                            println!("  event: {}", crate::cli::render_event(&e));
+                            println!("  event: {}", crate::render::render_event(&e));
                         }
                     }
                 }

@@ -1,0 +1,162 @@
+//! The command line's shape: every command, its arguments and their help.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use vantage::config::Dur;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vantage",
+    version,
+    about = "Multi-vantage health checking and DNS failover on Raft"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Start a local three-agent cluster with three HTTP endpoints and a zone file, and show failovers.
+    Demo {
+        /// Loopback subnet to use: agents on 127.0.N.1-3, endpoints on 127.0.N.11-13.
+        #[arg(long, default_value_t = 77)]
+        net: u8,
+        /// Keep the files here (default: a temporary directory removed on exit).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Play a scripted failover, recovery and leader change, then exit.
+        #[arg(long)]
+        auto: bool,
+    },
+    /// Run one agent.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Form, inspect and change the Raft cluster.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+    /// Show every endpoint: this agent's probe view and every agent's replicated observation.
+    Endpoints {
+        #[arg(long, short)]
+        addr: String,
+        /// Only endpoints whose id starts with this (e.g. a pool name).
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[arg(long)]
+        linearizable: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the replicated audit history: decisions, DNS placements, guards, panics.
+    History {
+        #[arg(long, short)]
+        addr: String,
+        /// Only events about this endpoint id (cluster-wide events too).
+        #[arg(long, default_value = "")]
+        endpoint: String,
+        /// Events after this id (for paging).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print history events as they happen (Ctrl-C to stop).
+    Watch {
+        #[arg(long, short)]
+        addr: String,
+        #[arg(long, default_value = "")]
+        endpoint: String,
+        /// Replay events after this id first.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the DNS changes the leader would apply now (it lists the provider; writes nothing).
+    Plan {
+        #[arg(long, short)]
+        addr: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Work with configuration files.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// Form the cluster from the members listed in a node's config (once; a no-op afterwards).
+    Bootstrap {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// How long to wait for a leader after initializing.
+        #[arg(long, default_value = "15s", value_parser = parse_dur)]
+        wait: Dur,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a node's view: leader, term, indexes, members and replication lag.
+    Status {
+        #[arg(long, short)]
+        addr: String,
+        /// Confirm through the leader that the answer is current.
+        #[arg(long)]
+        linearizable: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a node: it joins as a learner, catches up, then becomes a voter.
+    Join {
+        /// Any member of the cluster (a follower forwards to the leader).
+        #[arg(long, short)]
+        addr: String,
+        /// The new node's id.
+        #[arg(long)]
+        id: u64,
+        /// The new node's host:port, as its peers will reach it.
+        #[arg(long)]
+        node_addr: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a node (voter or learner); removing the leader hands leadership on.
+    Remove {
+        #[arg(long, short)]
+        addr: String,
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Commit an operator note to the replicated log.
+    Note {
+        #[arg(long, short)]
+        addr: String,
+        text: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Validate a configuration file without starting anything.
+    Check { file: PathBuf },
+}
+
+fn parse_dur(s: &str) -> Result<Dur, String> {
+    humantime::parse_duration(s)
+        .map(Dur)
+        .map_err(|_| format!("expected a duration like \"15s\", got {s:?}"))
+}

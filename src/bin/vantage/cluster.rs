@@ -1,0 +1,213 @@
+//! The `cluster` commands (bootstrap, status, join, remove, note) and the
+//! connection helpers every client command shares.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tonic::transport::Channel;
+use vantage::config::Config;
+use vantage::network::Connector;
+use vantage::proto::v1::cluster_client::ClusterClient;
+use vantage::proto::v1::{
+    AddNodeRequest, BootstrapRequest, ClusterStatus, GetStatusRequest, Member, MembershipResponse, ProposeNoteRequest,
+    RemoveNodeRequest,
+};
+
+use crate::args::ClusterCmd;
+use crate::render::{fmt_time, render_members, render_status};
+use crate::Failure;
+
+pub fn load(path: &Path) -> Result<Config, Failure> {
+    Config::load(path).map_err(|e| Failure::usage(e.to_string()))
+}
+
+pub fn channel(addr: &str) -> Result<Channel, Failure> {
+    Connector::new(Duration::from_secs(2), 64 * 1024 * 1024)
+        .channel(addr)
+        .map_err(|e| Failure::usage(format!("--addr: {e}")))
+}
+
+fn client(addr: &str) -> Result<ClusterClient<Channel>, Failure> {
+    Connector::new(Duration::from_secs(2), 64 * 1024 * 1024)
+        .cluster_client(addr)
+        .map_err(|e| Failure::usage(format!("--addr: {e}")))
+}
+
+pub fn rpc_failure(addr: &str, s: tonic::Status) -> Failure {
+    Failure::runtime(format!("{addr}: {:?}: {}", s.code(), s.message()))
+}
+
+pub fn print_json<T: Serialize>(v: &T) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| Failure::runtime(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
+async fn get_status(addr: &str, linearizable: bool) -> Result<ClusterStatus, Failure> {
+    let mut c = client(addr)?;
+    let mut req = tonic::Request::new(GetStatusRequest { linearizable });
+    req.set_timeout(Duration::from_secs(10));
+    c.get_status(req)
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| rpc_failure(addr, s))
+}
+
+pub async fn run(cmd: ClusterCmd) -> Result<(), Failure> {
+    match cmd {
+        ClusterCmd::Bootstrap { config, wait, json } => bootstrap(&config, wait.0, json).await,
+        ClusterCmd::Status {
+            addr,
+            linearizable,
+            json,
+        } => {
+            let s = get_status(&addr, linearizable).await?;
+            if json {
+                return print_json(&s);
+            }
+            // Replication progress is known only to the leader: show its view of the members.
+            let leader_view = if s.role != "Leader" && !s.leader_addr.is_empty() {
+                get_status(&s.leader_addr, false).await.ok()
+            } else {
+                None
+            };
+            print!("{}", render_status(&s, leader_view.as_ref()));
+            Ok(())
+        }
+        ClusterCmd::Join {
+            addr,
+            id,
+            node_addr,
+            json,
+        } => {
+            let mut c = client(&addr)?;
+            let r = c
+                .add_node(AddNodeRequest { id, addr: node_addr })
+                .await
+                .map_err(|s| rpc_failure(&addr, s))?
+                .into_inner();
+            membership_out(&r, json)
+        }
+        ClusterCmd::Remove { addr, id, json } => {
+            let mut c = client(&addr)?;
+            let r = c
+                .remove_node(RemoveNodeRequest { id })
+                .await
+                .map_err(|s| rpc_failure(&addr, s))?
+                .into_inner();
+            membership_out(&r, json)
+        }
+        ClusterCmd::Note { addr, text, json } => {
+            let mut c = client(&addr)?;
+            let r = c
+                .propose_note(ProposeNoteRequest { text })
+                .await
+                .map_err(|s| rpc_failure(&addr, s))?
+                .into_inner();
+            if json {
+                return print_json(&r);
+            }
+            println!(
+                "committed at index {} (log time {})",
+                r.log_index,
+                fmt_time(r.log_time_ms)
+            );
+            Ok(())
+        }
+    }
+}
+
+fn membership_out(r: &MembershipResponse, json: bool) -> Result<(), Failure> {
+    if json {
+        return print_json(r);
+    }
+    println!("{}", r.message);
+    print!("{}", render_members(&r.members));
+    Ok(())
+}
+
+/// Bootstrap output in `--json` form.
+#[derive(Serialize)]
+struct BootstrapOutput {
+    initialized_now: bool,
+    message: String,
+    members: Vec<Member>,
+    leader_id: Option<u64>,
+    leader_addr: String,
+    term: u64,
+}
+
+async fn bootstrap(path: &Path, wait: Duration, json: bool) -> Result<(), Failure> {
+    let config = load(path)?;
+    if !config.members.iter().any(|m| m.id == config.node_id) {
+        return Err(Failure::usage(format!(
+            "{}: members: this node (id {}) is not listed; bootstrap with the config of one of the voters",
+            config.source, config.node_id
+        )));
+    }
+    let addr = config.advertise_addr().to_string();
+    let members: Vec<Member> = config
+        .members
+        .iter()
+        .map(|m| Member {
+            id: m.id,
+            addr: m.addr.clone(),
+            voter: true,
+            matched_index: None,
+            lag: None,
+        })
+        .collect();
+    let mut c = client(&addr)?;
+    // The agents may still be starting: retry while the node is not reachable.
+    let deadline = Instant::now() + wait;
+    let r = loop {
+        match c
+            .bootstrap(BootstrapRequest {
+                members: members.clone(),
+            })
+            .await
+        {
+            Ok(r) => break r.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(s) => return Err(rpc_failure(&addr, s)),
+        }
+    };
+    if !json {
+        println!("{}", r.message);
+    }
+    // Wait for an elected leader so the command's success means a working cluster.
+    let status = loop {
+        match get_status(&addr, false).await {
+            Ok(s) if s.leader_id.is_some() => break s,
+            Ok(_) | Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            Ok(_) => {
+                return Err(Failure::runtime(format!(
+                    "no leader was elected within {}; are a majority of the members running?",
+                    humantime::format_duration(wait)
+                )))
+            }
+            Err(f) => return Err(f),
+        }
+    };
+    if json {
+        return print_json(&BootstrapOutput {
+            initialized_now: r.initialized_now,
+            message: r.message,
+            members: status.members,
+            leader_id: status.leader_id,
+            leader_addr: status.leader_addr,
+            term: status.term,
+        });
+    }
+    println!(
+        "leader: node {} at {} (term {})",
+        status.leader_id.unwrap_or(0),
+        status.leader_addr,
+        status.term
+    );
+    print!("{}", render_members(&status.members));
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! The `vantage` binary: parses the command line, loads and validates
+//! configuration and calls the library. Everything that prints lives here.
+//!
+//! Exit codes: 0 success, 1 a runtime failure (unreachable node, refused
+//! request), 2 a usage or configuration error.
+
+mod args;
+mod cluster;
+mod demo;
+mod query;
+mod render;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Cmd, ConfigCmd};
+
+/// A failure with the exit code it maps to.
+pub struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+    pub fn runtime(message: impl Into<String>) -> Self {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+/// Runs a client command on a fresh runtime (an agent sizes its own, see [`run::agent`]).
+fn block(command: impl std::future::Future<Output = Result<(), Failure>>) -> Result<(), Failure> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(command)
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Cmd::Run { config } => run::agent(&config),
+        Cmd::Demo { net, dir, auto } => block(async move {
+            demo::run(demo::DemoOptions { net, dir, auto })
+                .await
+                .map_err(Failure::runtime)
+        }),
+        Cmd::Config {
+            cmd: ConfigCmd::Check { file },
+        } => query::config_check(&file),
+        Cmd::Cluster { cmd } => block(cluster::run(cmd)),
+        Cmd::History {
+            addr,
+            endpoint,
+            after,
+            limit,
+            json,
+        } => block(query::history(addr, endpoint, after, limit, json)),
+        Cmd::Watch {
+            addr,
+            endpoint,
+            after,
+            json,
+        } => block(query::watch(addr, endpoint, after, json)),
+        Cmd::Plan { addr, json } => block(query::plan(addr, json)),
+        Cmd::Endpoints {
+            addr,
+            prefix,
+            linearizable,
+            json,
+        } => block(query::endpoints(addr, prefix, linearizable, json)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}

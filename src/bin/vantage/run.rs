@@ -1,0 +1,75 @@
+//! `vantage run`: one agent, on a runtime sized from its configuration.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use vantage::clock::SystemClock;
+use vantage::config::Config;
+use vantage::network::Connector;
+
+use crate::cluster::load;
+use crate::Failure;
+
+/// Loads and validates the configuration, then runs the agent until SIGINT or SIGTERM.
+pub fn agent(path: &Path) -> Result<(), Failure> {
+    let config = load(path)?;
+    // Agents are meant to be light: one worker unless the configuration asks for more.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(serve(config))
+}
+
+fn init_tracing(level: &str) {
+    let directive = match level {
+        "info" | "warn" | "error" => format!("{level},openraft=warn,sled=warn,h2=warn,tower=warn,hyper=warn"),
+        other => other.to_string(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VANTAGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directive));
+    // Colour only on a terminal: files and journald get plain text.
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn serve(config: Config) -> Result<(), Failure> {
+    init_tracing(&config.log_level);
+    let addr = config.listen_addr().map_err(|e| Failure::usage(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::runtime(format!("{}: listen: cannot bind {addr}: {e}", config.source)))?;
+    let connector =
+        Connector::new(config.raft.connect_timeout.0, config.raft.max_message_bytes).with_local_ip(addr.ip());
+    vantage::run(config, listener, connector, Arc::new(SystemClock), shutdown_signal())
+        .await
+        .map_err(|e| Failure::runtime(e.to_string()))
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,110 @@
+//! The catalog in force and what it implies for DNS: which endpoints exist,
+//! which records Vantage owns, and which records DNS should hold.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::audit::Note;
+use super::{AppState, EndpointState};
+use crate::model::{EventKind, NodeId, Record, RecordType};
+use crate::types::Catalog;
+
+impl AppState {
+    /// Whether the catalog in force lists endpoint `id`.
+    pub fn lists(&self, id: &str) -> bool {
+        self.endpoints.contains_key(id)
+    }
+
+    /// Installs a new catalog: new endpoints start at the catalog's initial
+    /// decision and in DNS; endpoints no longer listed are forgotten.
+    pub(super) fn install_catalog(&mut self, index: u64, c: Catalog, voters: &BTreeSet<NodeId>) {
+        let now = self.log_time_ms;
+        let mut wanted: BTreeMap<String, (String, String)> = BTreeMap::new();
+        for pool in &c.pools {
+            for e in &pool.endpoints {
+                wanted.insert(e.id.clone(), (pool.name.clone(), e.address.clone()));
+            }
+        }
+        let gone: Vec<String> = self
+            .endpoints
+            .keys()
+            .filter(|id| !wanted.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.endpoints.remove(&id);
+            self.observations.remove(&id);
+            let note = Note::change(&id, "listed", "removed", "endpoint removed from the catalog");
+            self.event(index, EventKind::Catalog, note);
+        }
+        for (id, (pool, address)) in wanted {
+            match self.endpoints.get_mut(&id) {
+                Some(st) => st.pool = pool,
+                None => {
+                    self.endpoints.insert(
+                        id,
+                        EndpointState {
+                            pool,
+                            rtype: RecordType::of(&address),
+                            address,
+                            decision: c.initial,
+                            decided_ms: now,
+                            decided_index: index,
+                            reason: "initial decision from the catalog".into(),
+                            up_votes: 0,
+                            in_dns: true,
+                            dns_reason: "initial".into(),
+                            dns_since_ms: now,
+                            removed_ms: None,
+                        },
+                    );
+                }
+            }
+        }
+        self.observations.retain(|id, _| self.endpoints.contains_key(id));
+        let summary = format!(
+            "catalog installed: {} endpoints in {} pools",
+            self.endpoints.len(),
+            c.pools.len()
+        );
+        self.catalog = Some(c);
+        self.event(index, EventKind::Catalog, Note::rule(&summary));
+        let all: BTreeSet<String> = self.endpoints.keys().cloned().collect();
+        self.reevaluate(index, &all, voters);
+    }
+
+    /// The records this catalog may touch: hostname → every address of its pool.
+    pub fn owned_names(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        if let Some(c) = &self.catalog {
+            for pool in &c.pools {
+                for host in &pool.hostnames {
+                    out.entry(host.clone())
+                        .or_default()
+                        .extend(pool.endpoints.iter().map(|e| e.address.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The record set DNS should hold: every hostname × every endpoint of its
+    /// pool that is placed in DNS.
+    pub fn desired_records(&self) -> BTreeSet<Record> {
+        let mut out = BTreeSet::new();
+        let Some(c) = &self.catalog else { return out };
+        for pool in &c.pools {
+            for host in &pool.hostnames {
+                for e in &pool.endpoints {
+                    if let Some(st) = self.endpoints.get(&e.id).filter(|st| st.in_dns) {
+                        out.insert(Record {
+                            name: host.clone(),
+                            rtype: st.rtype,
+                            content: st.address.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,306 @@
+//! The replicated application state: a pure function of the committed log.
+//!
+//! Nothing here reads a clock, draws a random number or iterates a hash map:
+//! two replicas that applied the same entries hold byte-identical state.
+//! Time is the leader-stamped log time carried by each entry.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::decide;
+use crate::detect::{Evidence, Health};
+use crate::model::{Decision, EventKind, NodeId, RecordType, Seq};
+use crate::types::{Catalog, Command, DnsAudit, Proposal, Reply};
+
+mod audit;
+mod catalog;
+mod evaluate;
+#[cfg(test)]
+mod tests;
+
+pub use audit::AuditEvent;
+use audit::Note;
+
+/// What the log says about one agent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// Newest report applied from this agent; older or repeated ones are ignored.
+    pub last_seq: Seq,
+    /// Log time of the agent's latest report (heartbeat or transition).
+    pub last_seen_ms: u64,
+    /// The agent said it cannot trust its own network.
+    pub abstain: bool,
+}
+
+/// One agent's latest word on one endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observation {
+    pub status: Health,
+    /// Log time when the agent first reported this status.
+    pub since_ms: u64,
+    /// Log time of the latest report confirming it.
+    pub reported_ms: u64,
+    /// Log index of that report.
+    pub index: u64,
+    /// Evidence of the transition, when it came with one.
+    pub evidence: Option<Evidence>,
+    /// Transitions to down / up this agent reported (heartbeats not counted).
+    pub downs: u64,
+    pub ups: u64,
+}
+
+/// The cluster's decision about one catalog endpoint and its place in DNS.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointState {
+    pub pool: String,
+    pub address: String,
+    pub rtype: RecordType,
+    pub decision: Decision,
+    /// Log time and index at which the current decision was made.
+    pub decided_ms: u64,
+    pub decided_index: u64,
+    /// The rule that made it.
+    pub reason: String,
+    /// Counted up-observations at the last evaluation (health for `min_healthy`).
+    pub up_votes: u32,
+    /// Whether the endpoint's records belong in DNS.
+    pub in_dns: bool,
+    /// The rule or guard that placed it.
+    pub dns_reason: String,
+    pub dns_since_ms: u64,
+    /// Log time it last left DNS.
+    pub removed_ms: Option<u64>,
+}
+
+/// An active panic freeze.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PanicState {
+    pub since_ms: u64,
+    pub index: u64,
+    pub reason: String,
+}
+
+/// The application state every replica holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppState {
+    /// Largest leader-stamped time applied so far (log time never goes back).
+    pub log_time_ms: u64,
+    /// Number of notes applied.
+    pub notes_applied: u64,
+    /// Text of the last applied note.
+    pub last_note: String,
+    /// FNV-1a chain over every applied entry, so replicas can compare state cheaply.
+    pub digest: u64,
+    /// Reporting agents.
+    pub agents: BTreeMap<NodeId, AgentRecord>,
+    /// Endpoint id → agent → latest observation.
+    pub observations: BTreeMap<String, BTreeMap<NodeId, Observation>>,
+    /// The endpoints and decision settings in force.
+    pub catalog: Option<Catalog>,
+    /// Decision and DNS placement of every catalog endpoint.
+    pub endpoints: BTreeMap<String, EndpointState>,
+    /// Set while removals are frozen.
+    pub panic: Option<PanicState>,
+    /// Bounded audit history, oldest first.
+    pub history: VecDeque<AuditEvent>,
+    pub next_event: u64,
+    /// The latest provider write (or dry-run plan) the leader reported.
+    pub last_dns: Option<DnsAudit>,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    if h == 0 {
+        h = FNV_OFFSET;
+    }
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+fn reply(log_time_ms: u64, accepted: bool, detail: String) -> Reply {
+    Reply {
+        log_time_ms,
+        accepted,
+        detail,
+    }
+}
+
+impl AppState {
+    /// Applies one committed proposal at log `index`; `voters` is the
+    /// membership in force at that entry (part of the log, so deterministic).
+    pub fn apply(&mut self, index: u64, p: &Proposal, voters: &BTreeSet<NodeId>) -> Reply {
+        // Log time is the leader's stamp, kept non-decreasing across leader changes.
+        self.log_time_ms = self.log_time_ms.max(p.log_time_ms);
+        let encoded = serde_json::to_vec(p).unwrap_or_default();
+        self.digest = fnv(fnv(self.digest, &index.to_be_bytes()), &encoded);
+        let now = self.log_time_ms;
+        if let Some(claim) = p.command.claim(p.origin) {
+            if let Err(refusal) = self.admit(&claim, voters) {
+                return self.refuse(index, refusal.to_string());
+            }
+        }
+        let reply = match &p.command {
+            Command::Note { text } => {
+                self.notes_applied += 1;
+                self.last_note = text.clone();
+                reply(now, true, format!("note {} recorded", self.notes_applied))
+            }
+            Command::DnsAudit(a) => {
+                let kind = if a.dry_run {
+                    EventKind::DnsPlan
+                } else {
+                    EventKind::DnsWrite
+                };
+                let rule = format!(
+                    "term {} served index {} via {}: {}; {} ({} ms)",
+                    a.term,
+                    a.served_index,
+                    a.provider,
+                    if a.changes.is_empty() {
+                        "no changes".to_string()
+                    } else {
+                        a.changes.join(", ")
+                    },
+                    a.outcome,
+                    a.latency_ms
+                );
+                let to = if a.dry_run {
+                    "planned"
+                } else if a.ok {
+                    "applied"
+                } else {
+                    "failed"
+                };
+                let writer = format!("node {}", p.origin);
+                self.event(index, kind, Note::change("", &writer, to, &rule));
+                self.last_dns = Some(a.clone());
+                reply(now, true, format!("{kind} recorded"))
+            }
+            Command::Catalog(c) => {
+                self.install_catalog(index, c.clone(), voters);
+                reply(
+                    now,
+                    true,
+                    format!("catalog of {} endpoints installed", self.endpoints.len()),
+                )
+            }
+            Command::Observe {
+                agent,
+                seq,
+                abstain,
+                changes,
+            } => {
+                let abstain_changed = self.record_report(*agent, *seq, *abstain);
+                let mut affected = BTreeSet::new();
+                for c in changes {
+                    self.observe(&c.endpoint, *agent, c.status, Some(&c.evidence), index);
+                    affected.insert(c.endpoint.clone());
+                }
+                if abstain_changed {
+                    affected.extend(self.endpoints.keys().cloned());
+                }
+                self.reevaluate(index, &affected, voters);
+                reply(now, true, format!("{} changes from agent {agent}", affected.len()))
+            }
+            Command::Heartbeat {
+                agent,
+                seq,
+                abstain,
+                up,
+                down,
+                unknown,
+            } => {
+                self.record_report(*agent, *seq, *abstain);
+                for (list, status) in [(up, Health::Up), (down, Health::Down), (unknown, Health::Unknown)] {
+                    for endpoint in list {
+                        self.observe(endpoint, *agent, status, None, index);
+                    }
+                }
+                // A heartbeat refreshes the agent's every vote (and may revive a stale one).
+                let all: BTreeSet<String> = self.endpoints.keys().cloned().collect();
+                self.reevaluate(index, &all, voters);
+                reply(now, true, format!("heartbeat from agent {agent}"))
+            }
+        };
+        self.trim_history();
+        reply
+    }
+
+    /// The admission rule ([`decide::admit`]) against this state: the leader
+    /// asks it before proposing a report, and `apply` before applying one.
+    pub fn admit(&self, claim: &decide::ReportClaim<'_>, voters: &BTreeSet<NodeId>) -> Result<(), decide::Refusal> {
+        let last = self.agents.get(&claim.agent).map(|r| r.last_seq);
+        let listed = |id: &str| self.lists(id);
+        let listed: Option<&dyn Fn(&str) -> bool> = match self.catalog {
+            Some(_) => Some(&listed),
+            None => None,
+        };
+        decide::admit(claim, voters, last, listed)
+    }
+
+    /// Re-evaluates every endpoint after the voter set changed.
+    pub fn membership_changed(&mut self, index: u64, voters: &BTreeSet<NodeId>) {
+        let all: BTreeSet<String> = self.endpoints.keys().cloned().collect();
+        self.reevaluate(index, &all, voters);
+        self.trim_history();
+    }
+
+    fn refuse(&mut self, index: u64, why: String) -> Reply {
+        self.event(index, EventKind::Refused, Note::rule(&why));
+        self.trim_history();
+        reply(self.log_time_ms, false, why)
+    }
+
+    /// Records an admitted report's sequence and the agent's liveness.
+    /// Returns whether its abstain flag changed.
+    fn record_report(&mut self, agent: NodeId, seq: Seq, abstain: bool) -> bool {
+        let now = self.log_time_ms;
+        let rec = self.agents.entry(agent).or_default();
+        let changed = rec.abstain != abstain;
+        rec.last_seq = seq;
+        rec.last_seen_ms = now;
+        rec.abstain = abstain;
+        changed
+    }
+
+    fn observe(&mut self, endpoint: &str, agent: NodeId, status: Health, evidence: Option<&Evidence>, index: u64) {
+        let now = self.log_time_ms;
+        let per_agent = self.observations.entry(endpoint.to_string()).or_default();
+        let o = per_agent.entry(agent).or_insert_with(|| Observation {
+            status,
+            since_ms: now,
+            reported_ms: now,
+            index,
+            evidence: None,
+            downs: 0,
+            ups: 0,
+        });
+        if o.status != status {
+            o.status = status;
+            o.since_ms = now;
+            o.evidence = None;
+        }
+        o.reported_ms = now;
+        o.index = index;
+        // Only a reported transition (it carries evidence) counts as one.
+        if let Some(e) = evidence {
+            o.evidence = Some(e.clone());
+            match status {
+                Health::Down => o.downs += 1,
+                Health::Up => o.ups += 1,
+                Health::Unknown => {}
+            }
+        }
+    }
+
+    /// The digest as a fixed-width hex string.
+    pub fn digest_hex(&self) -> String {
+        format!("{:016x}", self.digest)
+    }
+}
