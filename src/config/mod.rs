@@ -14,12 +14,15 @@ use serde::{Deserialize, Deserializer};
 
 use crate::types::NodeId;
 
+mod decision;
+mod dns;
 mod pools;
+mod probe;
 
-pub use pools::{
-    Check, CheckConfig, CloudflareSection, ControlConfig, DecisionConfig, DnsConfig, EndpointConfig, EndpointSpec,
-    HttpCheck, PoolConfig, ProbeDefaults, ZonefileConfig,
-};
+pub use decision::DecisionConfig;
+pub use dns::{CloudflareSection, DnsConfig, ProviderConfig, ZonefileConfig};
+pub use pools::{EndpointConfig, PoolConfig};
+pub use probe::{Check, CheckConfig, ControlConfig, EndpointSpec, HttpCheck, HttpCheckConfig, ProbeDefaults};
 
 /// A configuration problem, always naming the file and, where there is one, the key.
 #[derive(Debug, thiserror::Error)]
@@ -177,15 +180,14 @@ impl Config {
         if config.data_dir.is_relative() {
             config.data_dir = base.join(&config.data_dir);
         }
-        if let Some(z) = config.dns.zonefile.as_mut() {
-            if z.path.is_relative() {
-                z.path = base.join(&z.path);
+        match &mut config.dns.provider {
+            ProviderConfig::ZoneFile(z) if z.path.is_relative() => z.path = base.join(&z.path),
+            ProviderConfig::Cloudflare(c) => {
+                if let Some(f) = c.token_file.as_mut().filter(|f| f.is_relative()) {
+                    *f = base.join(&*f);
+                }
             }
-        }
-        if let Some(f) = config.dns.cloudflare.as_mut().and_then(|c| c.token_file.as_mut()) {
-            if f.is_relative() {
-                *f = base.join(&*f);
-            }
+            _ => {}
         }
         config.validate()?;
         Ok(config)
@@ -305,6 +307,8 @@ impl Config {
         }
         self.validate_raft()?;
         self.validate_probes()?;
+        self.validate_decision()?;
+        self.validate_dns()?;
         self.check_data_dir()
     }
 

@@ -93,16 +93,14 @@ pub trait Provider: Send + Sync + 'static {
 }
 
 /// The provider the configuration names, or None for `provider = "none"`.
+/// The configuration was validated when it was loaded; what can still fail
+/// here is reading the credentials.
 pub fn from_config(config: &crate::config::Config) -> Result<Option<Arc<dyn Provider>>, String> {
-    let d = &config.dns;
-    match d.provider.as_str() {
-        "none" => Ok(None),
-        "memory" => Ok(Some(Arc::new(zonefile::Memory::default()))),
-        "zonefile" => {
-            let z = d
-                .zonefile
-                .as_ref()
-                .ok_or_else(|| format!("{}: dns.zonefile: missing", config.source))?;
+    use crate::config::ProviderConfig;
+    match &config.dns.provider {
+        ProviderConfig::None => Ok(None),
+        ProviderConfig::Memory => Ok(Some(Arc::new(zonefile::Memory::default()))),
+        ProviderConfig::ZoneFile(z) => {
             let origin = z.origin.trim_end_matches('.').to_ascii_lowercase();
             Ok(Some(Arc::new(zonefile::ZoneFile::new(zonefile::ZoneSettings {
                 path: z.path.clone(),
@@ -117,11 +115,7 @@ pub fn from_config(config: &crate::config::Config) -> Result<Option<Arc<dyn Prov
                 static_records: z.static_records.clone(),
             }))))
         }
-        "cloudflare" => {
-            let c = d
-                .cloudflare
-                .as_ref()
-                .ok_or_else(|| format!("{}: dns.cloudflare: missing", config.source))?;
+        ProviderConfig::Cloudflare(c) => {
             let credentials = cloudflare::Credentials::from_env_or_file(
                 c.token_env.as_deref(),
                 c.token_file.as_deref(),
@@ -144,7 +138,6 @@ pub fn from_config(config: &crate::config::Config) -> Result<Option<Arc<dyn Prov
                 cloudflare::Cloudflare::new(cfg).map_err(|e| format!("{}: dns.cloudflare: {e}", config.source))?;
             Ok(Some(Arc::new(client)))
         }
-        other => Err(format!("{}: dns.provider: unknown provider {other:?}", config.source)),
     }
 }
 

@@ -1,0 +1,269 @@
+//! The DNS provider the leader writes to, and its settings.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::pools::valid_hostname;
+use super::{Config, ConfigError, Dur};
+
+/// Where the decided records are written (by the leader only).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "RawDns")]
+pub struct DnsConfig {
+    pub provider: ProviderConfig,
+    /// Compute, log and record the changes, but write nothing.
+    pub dry_run: bool,
+    /// How often the leader re-reads the provider to repair drift.
+    pub reconcile_interval: Dur,
+}
+
+/// The provider and its settings: the shape is checked once, when the file
+/// is read, so nothing downstream meets a provider without its table.
+#[derive(Clone, Debug)]
+pub enum ProviderConfig {
+    /// Decide and record, write nothing.
+    None,
+    /// In memory (tests and experiments).
+    Memory,
+    ZoneFile(ZonefileConfig),
+    Cloudflare(CloudflareSection),
+}
+
+/// `[dns]` as written: `provider = "…"` names which sub-table applies.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    #[serde(default = "default_provider")]
+    provider: String,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default = "default_reconcile")]
+    reconcile_interval: Dur,
+    #[serde(default)]
+    zonefile: Option<ZonefileConfig>,
+    #[serde(default)]
+    cloudflare: Option<CloudflareSection>,
+}
+
+impl TryFrom<RawDns> for DnsConfig {
+    type Error = String;
+
+    fn try_from(r: RawDns) -> Result<Self, String> {
+        let provider = match r.provider.as_str() {
+            "none" => ProviderConfig::None,
+            "memory" => ProviderConfig::Memory,
+            "zonefile" => ProviderConfig::ZoneFile(
+                r.zonefile
+                    .ok_or("provider \"zonefile\" needs a [dns.zonefile] table with path and origin")?,
+            ),
+            "cloudflare" => ProviderConfig::Cloudflare(
+                r.cloudflare
+                    .ok_or("provider \"cloudflare\" needs a [dns.cloudflare] table with at least zone")?,
+            ),
+            other => {
+                return Err(format!(
+                    "provider: expected \"none\", \"zonefile\", \"cloudflare\" or \"memory\", got {other:?}"
+                ))
+            }
+        };
+        Ok(DnsConfig {
+            provider,
+            dry_run: r.dry_run,
+            reconcile_interval: r.reconcile_interval,
+        })
+    }
+}
+
+/// The Cloudflare provider's settings. The credentials are never written
+/// here: they come from an environment variable or a file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudflareSection {
+    #[serde(default = "default_api_base")]
+    pub api_base: String,
+    /// Zone name, e.g. "example.com"; every pool hostname must be inside it.
+    pub zone: String,
+    /// Skips the zone lookup when given.
+    #[serde(default)]
+    pub zone_id: Option<String>,
+    /// Environment variable holding an API token (default CLOUDFLARE_API_TOKEN).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// File holding an API token.
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Legacy global-key authentication: environment variables for the email and key.
+    #[serde(default)]
+    pub email_env: Option<String>,
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// Set on created records.
+    #[serde(default = "yes_proxied")]
+    pub proxied: bool,
+    /// 1 = automatic, else 30..86400.
+    #[serde(default = "auto_ttl")]
+    pub ttl: u32,
+    #[serde(default = "default_comment")]
+    pub comment: String,
+    /// Operations per batch request: 200 on the Free plan, 3500 on paid plans.
+    #[serde(default = "default_batch")]
+    pub batch_limit: usize,
+    #[serde(default = "yes_proxied")]
+    pub use_batch: bool,
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Dur,
+    /// At most this many requests start in any `rate_window` (Cloudflare: 1,200 per 5 minutes).
+    #[serde(default = "default_rate")]
+    pub rate_limit: u32,
+    #[serde(default = "default_rate_window")]
+    pub rate_window: Dur,
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_api_base() -> String {
+    "https://api.cloudflare.com/client/v4".into()
+}
+fn yes_proxied() -> bool {
+    true
+}
+fn auto_ttl() -> u32 {
+    1
+}
+fn default_comment() -> String {
+    "managed by vantage".into()
+}
+fn default_batch() -> usize {
+    200
+}
+fn default_request_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_rate() -> u32 {
+    1200
+}
+fn default_rate_window() -> Dur {
+    Dur(Duration::from_secs(300))
+}
+fn default_attempts() -> u32 {
+    5
+}
+
+fn default_provider() -> String {
+    "none".into()
+}
+fn default_reconcile() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            provider: ProviderConfig::None,
+            dry_run: false,
+            reconcile_interval: default_reconcile(),
+        }
+    }
+}
+
+/// The zone-file provider's settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZonefileConfig {
+    /// The file to write; relative paths are taken from the configuration file's directory.
+    pub path: std::path::PathBuf,
+    /// Zone apex, e.g. "example.com"; every pool hostname must be inside it.
+    pub origin: String,
+    #[serde(default = "default_zone_ttl")]
+    pub ttl: u32,
+    /// NS targets; default "localhost." (out of zone, so it needs no glue).
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    /// SOA contact; default "hostmaster.<origin>".
+    #[serde(default)]
+    pub hostmaster: Option<String>,
+    /// Lines copied into the zone as they are (MX, TXT, other hosts…).
+    #[serde(default)]
+    pub static_records: Vec<String>,
+}
+
+fn default_zone_ttl() -> u32 {
+    60
+}
+
+impl Config {
+    /// Every pool hostname must lie inside the provider's zone.
+    fn hostnames_inside(&self, zone: &str, key: &str) -> Result<(), ConfigError> {
+        for (p, pool) in self.pools.iter().enumerate() {
+            for (h, host) in pool.hostnames.iter().enumerate() {
+                let host = host.trim_end_matches('.').to_ascii_lowercase();
+                if host != zone && !host.ends_with(&format!(".{zone}")) {
+                    return Err(self.invalid(
+                        &format!("pools[{p}].hostnames[{h}]"),
+                        format!("{host:?} is outside the zone {zone:?} of {key}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn validate_dns(&self) -> Result<(), ConfigError> {
+        let d = &self.dns;
+        match &d.provider {
+            ProviderConfig::None | ProviderConfig::Memory => {}
+            ProviderConfig::Cloudflare(c) => {
+                let zone = c.zone.trim_end_matches('.').to_ascii_lowercase();
+                if !valid_hostname(&zone) {
+                    return Err(self.invalid(
+                        "dns.cloudflare.zone",
+                        format!("expected a DNS name like \"example.com\", got {:?}", c.zone),
+                    ));
+                }
+                if !(c.api_base.starts_with("https://") || c.api_base.starts_with("http://")) {
+                    return Err(self.invalid(
+                        "dns.cloudflare.api_base",
+                        format!("expected an http(s) URL, got {:?}", c.api_base),
+                    ));
+                }
+                if c.ttl != 1 && !(30..=86_400).contains(&c.ttl) {
+                    return Err(self.invalid(
+                        "dns.cloudflare.ttl",
+                        format!("expected 1 (automatic) or 30 to 86400, got {}", c.ttl),
+                    ));
+                }
+                if c.batch_limit == 0 {
+                    return Err(self.invalid("dns.cloudflare.batch_limit", "expected at least 1, got 0"));
+                }
+                if c.rate_limit == 0 || c.rate_window.0.is_zero() {
+                    return Err(self.invalid(
+                        "dns.cloudflare.rate_limit",
+                        "expected a positive number of requests per a positive rate_window",
+                    ));
+                }
+                self.hostnames_inside(&zone, "dns.cloudflare.zone")?;
+            }
+            ProviderConfig::ZoneFile(z) => {
+                let origin = z.origin.trim_end_matches('.').to_ascii_lowercase();
+                if !valid_hostname(&origin) {
+                    return Err(self.invalid(
+                        "dns.zonefile.origin",
+                        format!("expected a DNS name like \"example.com\", got {:?}", z.origin),
+                    ));
+                }
+                if z.ttl == 0 || z.ttl > 86_400 {
+                    return Err(self.invalid(
+                        "dns.zonefile.ttl",
+                        format!("expected 1 to 86400 seconds, got {}", z.ttl),
+                    ));
+                }
+                self.hostnames_inside(&origin, "dns.zonefile.origin")?;
+            }
+        }
+        if d.reconcile_interval.0.is_zero() {
+            return Err(self.invalid("dns.reconcile_interval", "expected a duration greater than zero, got 0"));
+        }
+        Ok(())
+    }
+}

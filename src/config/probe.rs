@@ -1,0 +1,379 @@
+//! What an agent probes and how: probe defaults, checks, control targets,
+//! and their resolution into [`EndpointSpec`]s with every value checked.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::pools::valid_hostname;
+use super::{Config, ConfigError, Dur};
+
+/// Probe settings that pools inherit unless they override them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeDefaults {
+    /// Time between two probes of one endpoint.
+    pub interval: Dur,
+    /// A probe that takes longer fails; at most `interval`.
+    pub timeout: Dur,
+    /// Consecutive failures before this agent sees an endpoint down.
+    pub fall: u32,
+    /// Consecutive successes before this agent sees an endpoint up.
+    pub rise: u32,
+    /// How often the agent proposes its full view (and proves it is alive).
+    pub heartbeat: Dur,
+    /// Probes in flight at once, across all endpoints.
+    pub max_concurrency: usize,
+    /// Transitions seen within this window share one log entry.
+    pub batch_window: Dur,
+}
+
+impl Default for ProbeDefaults {
+    fn default() -> Self {
+        ProbeDefaults {
+            interval: Dur(Duration::from_secs(1)),
+            timeout: Dur(Duration::from_millis(800)),
+            fall: 3,
+            rise: 2,
+            heartbeat: Dur(Duration::from_secs(5)),
+            max_concurrency: 1024,
+            batch_window: Dur(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// A check as written in the configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum CheckConfig {
+    /// ICMP echo request/reply.
+    Icmp {},
+    /// A TCP connect to `port`.
+    Tcp { port: u16 },
+    /// An HTTP request.
+    Http(HttpCheckConfig),
+    /// An HTTPS request.
+    Https(HttpCheckConfig),
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCheckConfig {
+    /// Defaults to 80 for http and 443 for https.
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default = "default_method")]
+    pub method: String,
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// Host header (and TLS server name); defaults to the endpoint address.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Accepted status codes: single codes ("204") or ranges ("200-299").
+    #[serde(default = "default_expect")]
+    pub expect_status: Vec<String>,
+    /// A substring the response body must contain.
+    #[serde(default)]
+    pub body_contains: Option<String>,
+    /// Verify the server certificate (https); turning it off is explicit.
+    #[serde(default = "yes")]
+    pub tls_verify: bool,
+    /// Follow redirects (up to 5) instead of judging the redirect itself.
+    #[serde(default)]
+    pub follow_redirects: bool,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+fn default_path() -> String {
+    "/".into()
+}
+fn default_expect() -> Vec<String> {
+    vec!["200-299".into()]
+}
+fn yes() -> bool {
+    true
+}
+
+/// A control target: something this agent should always reach.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    pub address: String,
+    pub check: CheckConfig,
+}
+
+/// A resolved HTTP(S) check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpCheck {
+    pub tls: bool,
+    pub port: u16,
+    pub method: String,
+    pub path: String,
+    pub host: Option<String>,
+    /// Inclusive status ranges.
+    pub expect: Vec<(u16, u16)>,
+    pub body_contains: Option<String>,
+    pub tls_verify: bool,
+    pub follow_redirects: bool,
+}
+
+/// A resolved check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Check {
+    Icmp,
+    Tcp { port: u16 },
+    Http(HttpCheck),
+}
+
+impl Check {
+    /// Short description for logs and the API, e.g. `tcp:443`.
+    pub fn describe(&self) -> String {
+        match self {
+            Check::Icmp => "icmp".into(),
+            Check::Tcp { port } => format!("tcp:{port}"),
+            Check::Http(h) => format!(
+                "{}:{} {} {}",
+                if h.tls { "https" } else { "http" },
+                h.port,
+                h.method,
+                h.path
+            ),
+        }
+    }
+}
+
+/// One endpoint with everything resolved: what to probe, how and how often.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointSpec {
+    /// `pool/address`: the endpoint's identity in the log and the API.
+    pub id: String,
+    pub pool: String,
+    pub addr: IpAddr,
+    pub check: Check,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fall: u32,
+    pub rise: u32,
+}
+
+fn parse_status_ranges(list: &[String]) -> Result<Vec<(u16, u16)>, String> {
+    if list.is_empty() {
+        return Err("expected at least one status code or range like \"200-299\"".into());
+    }
+    let mut out = Vec::new();
+    for item in list {
+        let bad = || format!("expected a status code like \"204\" or a range like \"200-299\" (100-599), got {item:?}");
+        let (lo, hi) = match item.split_once('-') {
+            Some((a, b)) => (a.trim().parse::<u16>(), b.trim().parse::<u16>()),
+            None => (item.trim().parse::<u16>(), item.trim().parse::<u16>()),
+        };
+        let (lo, hi) = (lo.map_err(|_| bad())?, hi.map_err(|_| bad())?);
+        if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
+            return Err(bad());
+        }
+        out.push((lo, hi));
+    }
+    Ok(out)
+}
+
+impl Config {
+    fn resolve_check(&self, key: &str, c: &CheckConfig) -> Result<Check, ConfigError> {
+        Ok(match c {
+            CheckConfig::Icmp {} => Check::Icmp,
+            CheckConfig::Tcp { port } => {
+                if *port == 0 {
+                    return Err(self.invalid(&format!("{key}.port"), "expected a port from 1 to 65535, got 0"));
+                }
+                Check::Tcp { port: *port }
+            }
+            CheckConfig::Http(h) | CheckConfig::Https(h) => {
+                let tls = matches!(c, CheckConfig::Https(_));
+                let port = h.port.unwrap_or(if tls { 443 } else { 80 });
+                if port == 0 {
+                    return Err(self.invalid(&format!("{key}.port"), "expected a port from 1 to 65535, got 0"));
+                }
+                if h.method.is_empty() || !h.method.chars().all(|c| c.is_ascii_uppercase()) {
+                    return Err(self.invalid(
+                        &format!("{key}.method"),
+                        format!("expected an HTTP method like \"GET\" or \"HEAD\", got {:?}", h.method),
+                    ));
+                }
+                if !h.path.starts_with('/') {
+                    return Err(self.invalid(
+                        &format!("{key}.path"),
+                        format!("expected a path starting with \"/\", got {:?}", h.path),
+                    ));
+                }
+                if let Some(host) = &h.host {
+                    if !valid_hostname(host) {
+                        return Err(self.invalid(&format!("{key}.host"), format!("expected a DNS name, got {host:?}")));
+                    }
+                }
+                let expect = parse_status_ranges(&h.expect_status)
+                    .map_err(|m| self.invalid(&format!("{key}.expect_status"), m))?;
+                Check::Http(HttpCheck {
+                    tls,
+                    port,
+                    method: h.method.clone(),
+                    path: h.path.clone(),
+                    host: h.host.clone(),
+                    expect,
+                    body_contains: h.body_contains.clone(),
+                    tls_verify: h.tls_verify,
+                    follow_redirects: h.follow_redirects,
+                })
+            }
+        })
+    }
+
+    fn parse_ip(&self, key: &str, text: &str) -> Result<IpAddr, ConfigError> {
+        text.trim()
+            .parse()
+            .map_err(|_| self.invalid(key, format!("expected an IPv4 or IPv6 address, got {text:?}")))
+    }
+
+    /// Every configured endpoint, resolved, in configuration order.
+    pub fn endpoints(&self) -> Result<Vec<EndpointSpec>, ConfigError> {
+        let d = &self.probe;
+        let mut out = Vec::new();
+        let mut ids = BTreeSet::new();
+        let mut names = BTreeSet::new();
+        for (p, pool) in self.pools.iter().enumerate() {
+            let pk = format!("pools[{p}]");
+            if pool.name.is_empty() || pool.name.contains('/') || pool.name.chars().any(char::is_whitespace) {
+                return Err(self.invalid(
+                    &format!("{pk}.name"),
+                    format!("expected a name without '/' or spaces, got {:?}", pool.name),
+                ));
+            }
+            if !names.insert(pool.name.as_str()) {
+                return Err(self.invalid(&format!("{pk}.name"), format!("duplicate pool name {:?}", pool.name)));
+            }
+            for (h, host) in pool.hostnames.iter().enumerate() {
+                if !valid_hostname(host) {
+                    return Err(self.invalid(
+                        &format!("{pk}.hostnames[{h}]"),
+                        format!("expected a DNS name like \"www.example.com\", got {host:?}"),
+                    ));
+                }
+            }
+            let interval = pool.interval.unwrap_or(d.interval);
+            let timeout = pool.timeout.unwrap_or(d.timeout);
+            let fall = pool.fall.unwrap_or(d.fall);
+            let rise = pool.rise.unwrap_or(d.rise);
+            let key = |k: &str| {
+                if pool.interval.is_some() || pool.timeout.is_some() {
+                    format!("{pk}.{k}")
+                } else {
+                    format!("probe.{k}")
+                }
+            };
+            if interval.0.is_zero() {
+                return Err(self.invalid(&key("interval"), "expected a duration greater than zero, got 0"));
+            }
+            if timeout.0.is_zero() || timeout > interval {
+                return Err(self.invalid(
+                    &key("timeout"),
+                    format!(
+                        "expected a duration greater than zero and at most the interval ({interval}), got {timeout}"
+                    ),
+                ));
+            }
+            for (k, v, set) in [("fall", fall, pool.fall.is_some()), ("rise", rise, pool.rise.is_some())] {
+                if v == 0 {
+                    let key = if set { format!("{pk}.{k}") } else { format!("probe.{k}") };
+                    return Err(self.invalid(&key, "expected at least 1 consecutive probe, got 0"));
+                }
+            }
+            if pool.endpoints.is_empty() {
+                return Err(self.invalid(&format!("{pk}.endpoints"), "expected at least one endpoint"));
+            }
+            for (e, ep) in pool.endpoints.iter().enumerate() {
+                let ek = format!("{pk}.endpoints[{e}]");
+                let addr = self.parse_ip(&format!("{ek}.address"), &ep.address)?;
+                let check = match (&ep.check, &pool.check) {
+                    (Some(c), _) => self.resolve_check(&format!("{ek}.check"), c)?,
+                    (None, Some(c)) => self.resolve_check(&format!("{pk}.check"), c)?,
+                    (None, None) => {
+                        return Err(self.invalid(
+                            &format!("{ek}.check"),
+                            "no check given, and the pool has no default check",
+                        ))
+                    }
+                };
+                let id = format!("{}/{}", pool.name, addr);
+                if !ids.insert(id.clone()) {
+                    return Err(self.invalid(&format!("{ek}.address"), format!("endpoint {id} is listed twice")));
+                }
+                out.push(EndpointSpec {
+                    id,
+                    pool: pool.name.clone(),
+                    addr,
+                    check,
+                    interval: interval.0,
+                    timeout: timeout.0,
+                    fall,
+                    rise,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The control targets, resolved as endpoints of a pseudo-pool `control`
+    /// that uses the probe defaults.
+    pub fn control_targets(&self) -> Result<Vec<EndpointSpec>, ConfigError> {
+        let d = &self.probe;
+        let mut out = Vec::new();
+        for (i, c) in self.control.iter().enumerate() {
+            let key = format!("control[{i}]");
+            let addr = self.parse_ip(&format!("{key}.address"), &c.address)?;
+            let check = self.resolve_check(&format!("{key}.check"), &c.check)?;
+            out.push(EndpointSpec {
+                id: format!("control/{addr}/{}", check.describe().replace(' ', "")),
+                pool: "control".into(),
+                addr,
+                check,
+                interval: d.interval.0,
+                timeout: d.timeout.0,
+                fall: d.fall,
+                rise: d.rise,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(super) fn validate_probes(&self) -> Result<(), ConfigError> {
+        let d = &self.probe;
+        if d.interval.0.is_zero() {
+            return Err(self.invalid("probe.interval", "expected a duration greater than zero, got 0"));
+        }
+        if d.heartbeat.0.is_zero() {
+            return Err(self.invalid("probe.heartbeat", "expected a duration greater than zero, got 0"));
+        }
+        if d.max_concurrency == 0 {
+            return Err(self.invalid("probe.max_concurrency", "expected at least 1, got 0"));
+        }
+        if d.timeout.0.is_zero() || d.timeout > d.interval {
+            return Err(self.invalid(
+                "probe.timeout",
+                format!(
+                    "expected a duration greater than zero and at most probe.interval ({}), got {}",
+                    d.interval, d.timeout
+                ),
+            ));
+        }
+        for (k, v) in [("probe.fall", d.fall), ("probe.rise", d.rise)] {
+            if v == 0 {
+                return Err(self.invalid(k, "expected at least 1 consecutive probe, got 0"));
+            }
+        }
+        self.endpoints()?;
+        self.control_targets()?;
+        Ok(())
+    }
+}
