@@ -1365,7 +1365,7 @@ impl Provider for Cloudflare {
                 tracing::warn!("{name} is not in zone {}; not listed", self.cfg.zone_name);
                 continue;
             }
-            let types: BTreeSet<RecordType> = addresses.iter().map(|a| RecordType::for_address(a)).collect();
+            let types: BTreeSet<RecordType> = addresses.iter().map(|a| RecordType::of(a)).collect();
             for rtype in types {
                 for r in self.list_raw(&zone, &norm, rtype).await? {
                     let Some(content) = r.content else { continue };

@@ -31,7 +31,7 @@ impl RecordType {
     }
 
     /// The type of a record holding `address`.
-    pub fn for_address(address: &str) -> RecordType {
+    pub fn of(address: &str) -> RecordType {
         if address.contains(':') {
             RecordType::AAAA
         } else {
@@ -55,7 +55,7 @@ impl Record {
         let content = address.into();
         Record {
             name: name.into(),
-            rtype: RecordType::for_address(&content),
+            rtype: RecordType::of(&content),
             content,
         }
     }
@@ -110,8 +110,7 @@ pub struct Owned {
 impl Owned {
     /// Whether `r` is one of ours (name and address both configured).
     pub fn owns(&self, r: &Record) -> bool {
-        self.names.get(&r.name).is_some_and(|a| a.contains(&r.content))
-            && RecordType::for_address(&r.content) == r.rtype
+        self.names.get(&r.name).is_some_and(|a| a.contains(&r.content)) && RecordType::of(&r.content) == r.rtype
     }
 }
 
