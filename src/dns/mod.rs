@@ -6,6 +6,7 @@
 //! or deleted; everything else in the zone is left alone.
 
 pub mod cloudflare;
+pub mod memory;
 pub mod zonefile;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -148,7 +149,7 @@ pub fn from_config(config: &crate::config::Config) -> Result<Option<Arc<dyn Prov
     let d = &config.dns;
     match d.provider.as_str() {
         "none" => Ok(None),
-        "memory" => Ok(Some(Arc::new(zonefile::Memory::default()))),
+        "memory" => Ok(Some(Arc::new(memory::Memory::default()))),
         "zonefile" => {
             let z = d
                 .zonefile
