@@ -92,14 +92,6 @@ pub(super) struct Request<'a> {
 }
 
 impl Cloudflare {
-    fn next_random(&self) -> u64 {
-        let mut x = lock(&self.rng);
-        *x ^= *x << 13;
-        *x ^= *x >> 7;
-        *x ^= *x << 17;
-        *x
-    }
-
     /// Capped exponential backoff with jitter: a random wait in [d/2, d] for
     /// d = min(200 ms * 2^(attempt-1), 10 s).
     pub(super) fn backoff(&self, attempt: u32) -> Duration {
@@ -108,7 +100,7 @@ impl Cloudflare {
             .min(BACKOFF_CAP);
         let half = exp / 2;
         let span = half.as_millis() as u64 + 1;
-        half + Duration::from_millis(self.next_random() % span)
+        half + Duration::from_millis(fastrand::u64(..span))
     }
 
     fn headers(&self, has_body: bool) -> HeaderMap {

@@ -147,7 +147,6 @@ pub struct Cloudflare {
     zone_id: tokio::sync::OnceCell<String>,
     limiter: RateLimiter,
     batch_off_until: StdMutex<Option<Instant>>,
-    rng: StdMutex<u64>,
     counters: Counters,
 }
 
@@ -229,11 +228,6 @@ impl Cloudflare {
             .build()
             .map_err(|e| format!("cloudflare: building the HTTP client: {e}"))?;
 
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x2545_f491_4f6c_dd1d)
-            ^ 0x9e37_79b9_7f4a_7c15;
         Ok(Cloudflare {
             limiter: RateLimiter::new(cfg.rate_limit.0, cfg.rate_limit.1),
             cfg,
@@ -243,7 +237,6 @@ impl Cloudflare {
             context: StdMutex::new(None),
             zone_id: tokio::sync::OnceCell::new(),
             batch_off_until: StdMutex::new(None),
-            rng: StdMutex::new(seed.max(1)),
             counters: Counters::default(),
         })
     }
