@@ -6,6 +6,7 @@
 //! or deleted; everything else in the zone is left alone.
 
 pub mod cloudflare;
+pub mod memory;
 pub mod zonefile;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -99,7 +100,7 @@ pub fn from_config(config: &crate::config::Config) -> Result<Option<Arc<dyn Prov
     use crate::config::ProviderConfig;
     match &config.dns.provider {
         ProviderConfig::None => Ok(None),
-        ProviderConfig::Memory => Ok(Some(Arc::new(zonefile::Memory::default()))),
+        ProviderConfig::Memory => Ok(Some(Arc::new(memory::Memory::default()))),
         ProviderConfig::ZoneFile(z) => {
             let origin = z.origin.trim_end_matches('.').to_ascii_lowercase();
             Ok(Some(Arc::new(zonefile::ZoneFile::new(zonefile::ZoneSettings {

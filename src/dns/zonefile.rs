@@ -44,21 +44,24 @@ fn id_of(r: &Record) -> String {
 
 /// Today's date as YYYYMMDD (UTC), for the conventional serial.
 fn today() -> u32 {
-    let days = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() / 86_400)
-        .unwrap_or(0) as i64;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y * 10_000 + m * 100 + d) as u32
+    date_of(SystemTime::now())
+}
+
+/// The UTC date of `t` as YYYYMMDD, e.g. 20261202. A time before 1970 counts
+/// as 1970-01-01; a year past 9999 (which humantime does not print) gives 0.
+fn date_of(t: SystemTime) -> u32 {
+    use std::fmt::Write;
+    let mut stamp = String::new();
+    // `YYYY-MM-DDTHH:MM:SSZ`
+    if write!(stamp, "{}", humantime::format_rfc3339_seconds(t.max(UNIX_EPOCH))).is_err() {
+        return 0;
+    }
+    stamp
+        .get(..10)
+        .unwrap_or_default()
+        .replace('-', "")
+        .parse()
+        .unwrap_or(0)
 }
 
 impl ZoneFile {
@@ -209,55 +212,6 @@ impl Provider for ZoneFile {
     }
 }
 
-/// An in-memory provider, for tests and demos.
-#[derive(Default)]
-pub struct Memory {
-    records: std::sync::Mutex<Vec<Existing>>,
-    next: std::sync::atomic::AtomicU64,
-}
-
-impl Memory {
-    /// Every record held, owned or not.
-    pub fn records(&self) -> Vec<Existing> {
-        self.records.lock().map(|r| r.clone()).unwrap_or_default()
-    }
-
-    /// Adds a record directly (e.g. one Vantage does not own).
-    pub fn seed(&self, r: Record) {
-        let id = format!("m{}", self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        if let Ok(mut all) = self.records.lock() {
-            all.push(Existing { record: r, id });
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl Provider for Memory {
-    fn describe(&self) -> String {
-        "memory".into()
-    }
-
-    async fn list(&self, owned: &Owned) -> Result<Vec<Existing>, ProviderError> {
-        Ok(self.records().into_iter().filter(|e| owned.owns(&e.record)).collect())
-    }
-
-    async fn apply(&self, changes: &[Change]) -> Result<Vec<(Change, Outcome)>, ProviderError> {
-        let mut out = Vec::new();
-        for c in changes {
-            match c {
-                Change::Delete(e) => {
-                    if let Ok(mut all) = self.records.lock() {
-                        all.retain(|x| x.id != e.id);
-                    }
-                }
-                Change::Create(r) => self.seed(r.clone()),
-            }
-            out.push((c.clone(), Outcome::Applied));
-        }
-        Ok(out)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,5 +256,18 @@ mod tests {
     fn today_is_a_plausible_date() {
         let t = today();
         assert!((20_240_101..21_000_101).contains(&t), "{t}");
+    }
+
+    #[test]
+    fn date_of_is_the_utc_calendar_date() {
+        let at = |secs: u64| UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        // 2026-12-02T23:59:59Z
+        assert_eq!(date_of(at(1_796_255_999)), 20_261_202);
+        // 2026-12-03T00:00:00Z
+        assert_eq!(date_of(at(1_796_256_000)), 20_261_203);
+        // 2024-02-29T00:00:00Z
+        assert_eq!(date_of(at(1_709_164_800)), 20_240_229);
+        assert_eq!(date_of(UNIX_EPOCH), 19_700_101);
+        assert_eq!(date_of(UNIX_EPOCH - std::time::Duration::from_secs(86_400)), 19_700_101);
     }
 }
