@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::pools::valid_hostname;
-use super::{Config, ConfigError, Dur};
+use super::{valid_hostname, Config, ConfigError, Dur};
 
 /// Where the decided records are written (by the leader only).
 #[derive(Clone, Debug, Deserialize)]

@@ -373,6 +373,23 @@ impl Config {
     }
 }
 
+/// Whether `h` is a syntactically valid DNS name (labels of letters, digits,
+/// `-`, `_` and `*`).
+pub(crate) fn valid_hostname(h: &str) -> bool {
+    let h = h.strip_suffix('.').unwrap_or(h);
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '*')
+        })
+}
+
 /// Checks `host:port` with a non-empty host and a numeric, non-zero port.
 fn check_host_port(addr: &str) -> Result<(), String> {
     let expected = || format!("expected host:port like \"10.0.0.1:7101\", got {addr:?}");

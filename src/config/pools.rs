@@ -42,18 +42,3 @@ pub struct PoolConfig {
     pub min_healthy: u32,
     pub endpoints: Vec<EndpointConfig>,
 }
-
-pub(super) fn valid_hostname(h: &str) -> bool {
-    let h = h.strip_suffix('.').unwrap_or(h);
-    !h.is_empty()
-        && h.len() <= 253
-        && h.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '*')
-        })
-}

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::pools::valid_hostname;
-use super::{Config, ConfigError, Dur};
+use super::{valid_hostname, Config, ConfigError, Dur};
 
 /// Probe settings that pools inherit unless they override them.
 #[derive(Clone, Debug, Deserialize)]
