@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cfdouble::{self, Double, DoubleConfig};
+use cfdouble::{self, Double, DoubleConfig};
 use crate::common::{wait_for, Cluster};
 
 pub const LONG: Duration = Duration::from_secs(60);

@@ -24,8 +24,6 @@
 //! duplicate update 400/81058; CNAME clash 400/81053; batch over limit
 //! 400/[`BATCH_LIMIT_CODE`]; batch endpoint disabled 404/7003.
 
-#![allow(dead_code, unused_imports)]
-
 mod api;
 mod schema;
 mod server;

@@ -10,12 +10,12 @@ const TOKEN: &str = "good-token";
 
 fn openapi_path() -> String {
     std::env::var("CFDOUBLE_OPENAPI")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/cloudflare/dns-openapi.json").into())
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/cloudflare/dns-openapi.json").into())
 }
 
 fn vectors_dir() -> String {
     std::env::var("CFDOUBLE_VECTORS")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/cloudflare/vectors").into())
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/cloudflare/vectors").into())
 }
 
 fn config() -> DoubleConfig {
