@@ -6,8 +6,6 @@
 //!
 //! Run: `cargo bench --bench dns`. Prints a table; asserts nothing.
 
-#[path = "../tests/cfdouble/mod.rs"]
-mod cfdouble;
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -3,7 +3,6 @@
 //! converges, batches are sized to the plan limit, and three real agents
 //! write through it, the leader alone, touching only their own records.
 
-mod cfdouble;
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -4,7 +4,6 @@
 //! replicated history. Needs root and iproute2 (and python3 for the endpoint
 //! HTTP servers); fails loudly without them.
 
-mod cfdouble;
 mod common;
 mod lab;
 

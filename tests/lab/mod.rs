@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cfdouble::{self, Double, DoubleConfig};
 use crate::common::{wait_for, Cluster};
+use cfdouble::{self, Double, DoubleConfig};
 
 pub const LONG: Duration = Duration::from_secs(60);
 pub const ZONE: &str = "example.test";

@@ -101,10 +101,16 @@ fn q_num(q: &BTreeMap<String, Value>, k: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Paginate `items`; returns (page slice, result_info).
-fn paginate(items: Vec<Value>, q: &BTreeMap<String, Value>, default_per_page: u64) -> (Value, Option<Value>) {
+/// Paginate `items`; returns (page slice, result_info). `max_per_page` caps the
+/// requested page size (the answer's `per_page` reports the size used).
+fn paginate(
+    items: Vec<Value>,
+    q: &BTreeMap<String, Value>,
+    default_per_page: u64,
+    max_per_page: Option<u64>,
+) -> (Value, Option<Value>) {
     let page = q_num(q, "page", 1);
-    let per_page = q_num(q, "per_page", default_per_page);
+    let per_page = q_num(q, "per_page", default_per_page).min(max_per_page.unwrap_or(u64::MAX).max(1));
     let total = items.len() as u64;
     let total_pages = total.div_ceil(per_page);
     let start = (page - 1).saturating_mul(per_page);
@@ -185,10 +191,18 @@ pub fn list_zones(zones: &[Zone], q: &BTreeMap<String, Value>) -> ApiResult {
         hits.reverse();
     }
     let items = hits.iter().map(|z| z.to_json()).collect();
-    Ok(paginate(items, q, 20))
+    Ok(paginate(items, q, 20, None))
 }
 
-pub fn list_records(zone: &Zone, q: &BTreeMap<String, Value>) -> ApiResult {
+/// How `GET .../dns_records` departs from the documented behaviour (see
+/// [`crate::Double::set_max_per_page`] and [`crate::Double::set_ignore_list_filters`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ListOptions {
+    pub max_per_page: Option<u64>,
+    pub ignore_filters: bool,
+}
+
+pub fn list_records(zone: &Zone, q: &BTreeMap<String, Value>, opts: ListOptions) -> ApiResult {
     type Pred<'a> = Box<dyn Fn(&Record) -> bool + 'a>;
     let lc = |s: &str| s.to_ascii_lowercase();
     let mut preds: Vec<Pred<'_>> = Vec::new();
@@ -295,6 +309,9 @@ pub fn list_records(zone: &Zone, q: &BTreeMap<String, Value>) -> ApiResult {
             }
         }));
     }
+    if opts.ignore_filters {
+        preds.clear();
+    }
     let any = q_str(q, "match") == Some("any");
     let mut hits: Vec<&Record> = zone
         .records
@@ -319,7 +336,7 @@ pub fn list_records(zone: &Zone, q: &BTreeMap<String, Value>) -> ApiResult {
         hits.reverse();
     }
     let items = hits.iter().map(|r| r.to_json()).collect();
-    Ok(paginate(items, q, 100))
+    Ok(paginate(items, q, 100, opts.max_per_page))
 }
 
 pub fn get_record(zone: &Zone, id: &str) -> ApiResult {

@@ -1,6 +1,6 @@
 //! HTTP layer: request intake, validation, fault injection, dispatch, logging.
 
-use super::api::{self, ApiErr, ApiResult, Zone};
+use super::api::{self, ApiErr, ApiResult, ListOptions, Zone};
 use super::spec::{Checked, Cred, Reject, ReqView, Spec};
 use super::{Fault, FaultFilter, Record, RequestRecord, API_PREFIX};
 use axum::body::{to_bytes, Body, Bytes};
@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Router;
 use serde_json::{json, Value};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -34,6 +34,11 @@ pub struct State {
     pub always: Option<Fault>,
     pub batch_limit: usize,
     pub batch_enabled: bool,
+    pub list: ListOptions,
+    /// Record contents refused with a validation error (lower-case).
+    pub refused_contents: BTreeSet<String>,
+    /// Quote the presented credential in authentication errors.
+    pub echo_credentials: bool,
 }
 
 impl Shared {
@@ -108,6 +113,15 @@ async fn handle(AxState(sh): AxState<Arc<Shared>>, req: Request) -> Response {
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
     let headers: HeaderMap = parts.headers;
+    let header_list: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
     let hdr = |n: &str| -> Option<String> {
         let vals: Vec<&str> = headers.get_all(n).iter().filter_map(|v| v.to_str().ok()).collect();
         if vals.is_empty() {
@@ -177,6 +191,12 @@ async fn handle(AxState(sh): AxState<Arc<Shared>>, req: Request) -> Response {
             504 => html(504, "Gateway Time-out"),
             c => Out::json(*c, &failure(10001, "Internal server error")),
         }),
+        Some(Fault::Raw { status, body }) => Some(Out {
+            status: *status,
+            body: body.clone().into_bytes(),
+            content_type: "application/json",
+            retry_after: None,
+        }),
         Some(Fault::Garbage) => Some(Out {
             status: 200,
             body: b"<html><body>upstream says hi \x00\xff not json".to_vec(),
@@ -229,7 +249,12 @@ async fn handle(AxState(sh): AxState<Arc<Shared>>, req: Request) -> Response {
         status: out.status,
         vantage_node: hdr("x-vantage-node"),
         vantage_term: hdr("x-vantage-term"),
+        headers: header_list,
         fault,
+    };
+    let late = match &record.fault {
+        Some(Fault::SlowAfterApplying(d)) => Some(*d),
+        _ => None,
     };
     {
         let mut st = sh.lock();
@@ -237,11 +262,16 @@ async fn handle(AxState(sh): AxState<Arc<Shared>>, req: Request) -> Response {
             .extend(violations.into_iter().map(|v| format!("{label}: {v}")));
         st.log.push(record);
     }
+    // Logged (and applied) before the wait: a client that gives up meanwhile
+    // cannot undo either.
+    if let Some(d) = late {
+        tokio::time::sleep(d).await;
+    }
     out.into_response()
 }
 
 impl Shared {
-    fn authorized(&self, alternatives: &[Vec<Cred>]) -> Result<(), (u32, &'static str)> {
+    fn authorized(&self, alternatives: &[Vec<Cred>]) -> Result<(), (u32, String)> {
         let valid = |c: &Cred| match c {
             Cred::Bearer(t) => self.tokens.iter().any(|x| x == t),
             Cred::Header(name, v) => match (&self.legacy, name.as_str()) {
@@ -255,11 +285,24 @@ impl Shared {
             return Ok(());
         }
         let bearer = alternatives.iter().flatten().any(|c| matches!(c, Cred::Bearer(_)));
-        Err(if bearer {
-            (10000, "Authentication error")
+        let (code, mut msg) = if bearer {
+            (10000, "Authentication error".to_string())
         } else {
-            (9103, "Unknown X-Auth-Key or X-Auth-Email")
-        })
+            (9103, "Unknown X-Auth-Key or X-Auth-Email".to_string())
+        };
+        if self.lock().echo_credentials {
+            let presented: Vec<String> = alternatives
+                .iter()
+                .flatten()
+                .filter_map(|c| match c {
+                    Cred::Bearer(t) => Some(format!("Bearer {t}")),
+                    Cred::Header(name, v) => Some(format!("{name}: {v}")),
+                    Cred::Other => None,
+                })
+                .collect();
+            msg = format!("{msg} (got {})", presented.join(", "));
+        }
+        Err((code, msg))
     }
 
     /// Run a validated request against the simulated state.
@@ -283,13 +326,17 @@ impl Shared {
         }
         if !c.anonymous_ok {
             if let Err((code, msg)) = self.authorized(&c.security) {
-                return (403, failure(code, msg), None);
+                return (403, failure(code, &msg), None);
             }
         }
         let empty = Value::Null;
         let body = c.body.as_ref().unwrap_or(&empty);
         let mut st = self.lock();
         let st = &mut *st;
+        let refused = match method {
+            "POST" | "PUT" | "PATCH" => refused_content(body, &st.refused_contents),
+            _ => None,
+        };
         let zone_id = c.path_params.get("zone_id").cloned().unwrap_or_default();
         let record_id = c.path_params.get("dns_record_id").cloned().unwrap_or_default();
         let no_zone = || {
@@ -302,12 +349,22 @@ impl Shared {
         let res: ApiResult = match (c.template.as_str(), method) {
             ("/zones", "GET") => api::list_zones(&st.zones, &c.query),
             (t, m) if t.starts_with("/zones/{zone_id}/") => {
+                let list = st.list;
                 let batch_enabled = st.batch_enabled;
                 let limit = st.batch_limit;
                 match st.zones.iter_mut().find(|z| z.id == zone_id) {
                     None => Err(no_zone()),
+                    Some(_) if t.ends_with("/batch") && !batch_enabled => Err(no_zone()),
+                    Some(_) if refused.is_some() => Err(ApiErr::new(
+                        400,
+                        1004,
+                        format!(
+                            "DNS Validation Error: content {:?} is refused",
+                            refused.unwrap_or_default()
+                        ),
+                    )),
                     Some(zone) => match (t, m) {
-                        ("/zones/{zone_id}/dns_records", "GET") => api::list_records(zone, &c.query),
+                        ("/zones/{zone_id}/dns_records", "GET") => api::list_records(zone, &c.query, list),
                         ("/zones/{zone_id}/dns_records", "POST") => api::create(zone, body),
                         ("/zones/{zone_id}/dns_records/{dns_record_id}", "GET") => api::get_record(zone, &record_id),
                         ("/zones/{zone_id}/dns_records/{dns_record_id}", "PATCH") => {
@@ -317,7 +374,6 @@ impl Shared {
                             api::update(zone, &record_id, body, false)
                         }
                         ("/zones/{zone_id}/dns_records/{dns_record_id}", "DELETE") => api::delete(zone, &record_id),
-                        ("/zones/{zone_id}/dns_records/batch", "POST") if !batch_enabled => Err(no_zone()),
                         ("/zones/{zone_id}/dns_records/batch", "POST") => api::batch(zone, body, limit),
                         _ => Err(unimplemented_op(t, m)),
                     },
@@ -330,6 +386,25 @@ impl Shared {
             Err(e) => (e.status, failure(e.code, &e.message), e.violation),
         }
     }
+}
+
+/// A content of `body` (a record, or a batch's patches, puts and posts) that is
+/// in `refused`.
+fn refused_content(body: &Value, refused: &BTreeSet<String>) -> Option<String> {
+    if refused.is_empty() {
+        return None;
+    }
+    let hit = |r: &Value| {
+        r.get("content")
+            .and_then(Value::as_str)
+            .filter(|c| refused.contains(&c.to_ascii_lowercase()))
+            .map(str::to_string)
+    };
+    let batch_ops = ["patches", "puts", "posts"]
+        .iter()
+        .filter_map(|k| body.get(*k).and_then(Value::as_array))
+        .flatten();
+    hit(body).or_else(|| batch_ops.into_iter().find_map(hit))
 }
 
 fn unimplemented_op(t: &str, m: &str) -> ApiErr {

@@ -9,13 +9,18 @@ const ZONE_ID: &str = "023e105f4ecef8ad9ca31a8372d0c353";
 const TOKEN: &str = "good-token";
 
 fn openapi_path() -> String {
-    std::env::var("CFDOUBLE_OPENAPI")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/cloudflare/dns-openapi.json").into())
+    std::env::var("CFDOUBLE_OPENAPI").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/cloudflare/dns-openapi.json"
+        )
+        .into()
+    })
 }
 
 fn vectors_dir() -> String {
     std::env::var("CFDOUBLE_VECTORS")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/cloudflare/vectors").into())
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/cloudflare/vectors").into())
 }
 
 fn config() -> DoubleConfig {
@@ -1178,5 +1183,171 @@ async fn optional_closed_object_mode() {
     let mut body = a_record("x", "192.0.2.1");
     body["bogus"] = json!(1);
     assert_eq!(call(&d, "POST", &url, Some(body)).await.status, 200);
+    assert_clean(&d);
+}
+
+// ---------------------------------------------------------------- departures and late faults
+
+#[tokio::test]
+async fn raw_answers_and_answers_sent_after_applying() {
+    let d = start(config()).await;
+    let list = format!("/zones/{ZONE_ID}/dns_records");
+
+    let body = r#"{"success":false,"errors":[{"code":1002,"message":"bad filter"}],"messages":[],"result":null}"#;
+    d.inject(Fault::Raw {
+        status: 200,
+        body: body.into(),
+    });
+    let r = call(&d, "POST", &list, Some(a_record("raw", "192.0.2.1"))).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, body.as_bytes());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert!(d.records(ZONE).is_empty(), "a raw answer does not apply the request");
+
+    // The record exists and the request is logged while the answer is still held back.
+    d.inject(Fault::SlowAfterApplying(Duration::from_millis(600)));
+    let t0 = Instant::now();
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(150),
+        call(&d, "POST", &list, Some(a_record("late", "192.0.2.2"))),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the answer came early");
+    assert_eq!(d.records(ZONE).len(), 1);
+    assert_eq!(d.records(ZONE)[0].name, "late.example.com");
+    let last = d.requests().pop().unwrap();
+    assert_eq!(last.fault, Some(Fault::SlowAfterApplying(Duration::from_millis(600))));
+    assert_eq!(last.status, 200);
+    // A client that waits gets the normal answer.
+    d.inject(Fault::SlowAfterApplying(Duration::from_millis(300)));
+    let r = call(&d, "GET", &list, None).await;
+    assert!(t0.elapsed() >= Duration::from_millis(450));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["result"][0]["name"], "late.example.com");
+
+    // An exact route filter skips other paths, even those it is a prefix of.
+    d.inject_when(Fault::ServerError(503), FaultFilter::route("GET", "/zones"));
+    assert_eq!(call(&d, "GET", &list, None).await.status, 200);
+    assert_eq!(d.pending_faults(), 1);
+    assert_eq!(call(&d, "GET", "/zones?name=example.com", None).await.status, 503);
+    d.inject_when(
+        Fault::ServerError(503),
+        FaultFilter::route("POST", &format!("{API_PREFIX}{list}")),
+    );
+    assert_eq!(
+        call(&d, "POST", &format!("{list}/batch"), Some(json!({"posts": []})))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call(&d, "POST", &list, Some(a_record("x", "192.0.2.3"))).await.status,
+        503
+    );
+    assert_eq!(d.pending_faults(), 0);
+    assert_clean(&d);
+}
+
+#[tokio::test]
+async fn page_size_cap_and_ignored_filters() {
+    let d = start(config().max_per_page(2)).await;
+    for i in 0..5 {
+        d.add_record(SeedRecord::new(ZONE, "A", &format!("h{i}"), &format!("192.0.2.{i}")))
+            .unwrap();
+    }
+    d.add_record(SeedRecord::new(ZONE, "TXT", "h0", "v=spf1 -all")).unwrap();
+    assert!(d
+        .add_record(SeedRecord::new("nope.test", "A", "x", "192.0.2.9"))
+        .is_err());
+    assert!(d.add_record(SeedRecord::new(ZONE, "A", "x", "not-an-address")).is_err());
+    assert_eq!(d.records(ZONE).len(), 6);
+    assert!(d.seed_records_intact().is_ok(), "added records are not seeds");
+
+    let list = format!("/zones/{ZONE_ID}/dns_records");
+    let r = call(&d, "GET", &format!("{list}?type=A&per_page=100"), None)
+        .await
+        .json();
+    assert_eq!(r["result"].as_array().unwrap().len(), 2);
+    assert_eq!(r["result_info"]["per_page"], 2);
+    assert_eq!(r["result_info"]["total_count"], 5);
+    assert_eq!(r["result_info"]["total_pages"], 3);
+    d.set_max_per_page(None);
+    let r = call(&d, "GET", &format!("{list}?type=A&per_page=100"), None)
+        .await
+        .json();
+    assert_eq!(r["result"].as_array().unwrap().len(), 5);
+
+    d.set_ignore_list_filters(true);
+    let r = call(&d, "GET", &format!("{list}?type=TXT&name=h0.example.com"), None)
+        .await
+        .json();
+    assert_eq!(r["result"].as_array().unwrap().len(), 6, "filters ignored");
+    d.set_ignore_list_filters(false);
+    let r = call(&d, "GET", &format!("{list}?type=TXT&name=h0.example.com"), None)
+        .await
+        .json();
+    assert_eq!(r["result"].as_array().unwrap().len(), 1);
+
+    // The log gives decoded query parameters and the headers sent.
+    let last = d.requests().pop().unwrap();
+    assert_eq!(last.query_param("name").as_deref(), Some("h0.example.com"));
+    assert_eq!(last.query_param("type").as_deref(), Some("TXT"));
+    assert_eq!(last.query_param("page"), None);
+    assert_eq!(last.header("Authorization"), Some(format!("Bearer {TOKEN}")));
+    assert_eq!(last.api_path(), list);
+    assert_clean(&d);
+}
+
+#[tokio::test]
+async fn refused_contents_and_echoed_credentials() {
+    let d = start(config().refuse_content("192.0.2.66")).await;
+    let list = format!("/zones/{ZONE_ID}/dns_records");
+    let r = call(&d, "POST", &list, Some(a_record("p", "192.0.2.66"))).await;
+    assert_eq!((r.status, r.error_code()), (400, 1004));
+    // A batch holding a refused content is refused whole.
+    d.refuse_content("2001:DB8::66");
+    let batch = json!({"posts": [a_record("a", "192.0.2.1"),
+        {"type": "AAAA", "name": "p", "content": "2001:db8::66", "ttl": 60}]});
+    let r = call(&d, "POST", &format!("{list}/batch"), Some(batch)).await;
+    assert_eq!((r.status, r.error_code()), (400, 1004));
+    assert!(d.records(ZONE).is_empty());
+    let id = create(&d, "p", "192.0.2.7").await["id"].as_str().unwrap().to_string();
+    let r = call(
+        &d,
+        "PATCH",
+        &format!("{list}/{id}"),
+        Some(json!({"content": "192.0.2.66"})),
+    )
+    .await;
+    assert_eq!((r.status, r.error_code()), (400, 1004));
+    assert_eq!(d.records(ZONE)[0].content, "192.0.2.7");
+    // A refusal is the API's answer to a well-formed request, not a violation.
+    assert_clean(&d);
+
+    let wrong = [("Authorization", "Bearer wrong-token-1234")];
+    let r = raw(d.addr(), "GET", &format!("{API_PREFIX}{list}"), &wrong, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403);
+    assert!(!String::from_utf8_lossy(&r.body).contains("wrong-token-1234"));
+    d.set_echo_credentials(true);
+    let r = raw(d.addr(), "GET", &format!("{API_PREFIX}{list}"), &wrong, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(r.error_code(), 10000);
+    assert_eq!(
+        r.json()["errors"][0]["message"],
+        "Authentication error (got Bearer wrong-token-1234)"
+    );
+    let legacy = [("X-Auth-Email", "ops@example.com"), ("X-Auth-Key", "wrong-key")];
+    let r = raw(d.addr(), "GET", &format!("{API_PREFIX}{list}"), &legacy, None)
+        .await
+        .unwrap();
+    assert_eq!(r.error_code(), 9103);
+    assert!(r.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("x-auth-key: wrong-key"));
     assert_clean(&d);
 }

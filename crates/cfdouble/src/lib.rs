@@ -9,7 +9,11 @@
 //!   HTTP 403 / code 10000 when no accepted credential is presented at all).
 //! * Simulates zones and DNS records (list/filter/paginate, create, get, patch, put,
 //!   delete, batch with all-or-nothing semantics and a per-request operation limit).
-//! * Fault injection ([`Double::inject`], [`Double::inject_when`], [`Double::set_always`]).
+//! * Fault injection ([`Double::inject`], [`Double::inject_when`], [`Double::set_always`])
+//!   and departures a client must survive: a page-size cap ([`Double::set_max_per_page`]),
+//!   list filters ignored ([`Double::set_ignore_list_filters`]), contents refused by
+//!   validation ([`Double::refuse_content`]), credentials quoted in authentication
+//!   errors ([`DoubleConfig::echo_credentials`]).
 //! * Observation ([`Double::requests`], [`Double::records`],
 //!   [`Double::max_requests_in_window`], [`Double::self_check_failures`]).
 //!
@@ -20,11 +24,10 @@
 //! unproxiable type 400/9004) — all of these are violations.
 //! Not violations (simulated state): missing/unknown credentials 403/10000 (bearer) or
 //! 403/9103 (legacy key) — *missing* credentials are additionally a violation;
-//! unknown zone 404/7003; unknown record 404/81044; duplicate create 400/81057;
+//! unknown zone 404/7003; unknown record 404/81044; a content refused with
+//! [`Double::refuse_content`] 400/1004; duplicate create 400/81057;
 //! duplicate update 400/81058; CNAME clash 400/81053; batch over limit
 //! 400/[`BATCH_LIMIT_CODE`]; batch endpoint disabled 404/7003.
-
-#![allow(dead_code, unused_imports)]
 
 mod api;
 mod schema;
@@ -88,6 +91,14 @@ pub struct DoubleConfig {
     /// `unevaluatedProperties: false`). Off by default because the document leaves
     /// objects open and its placeholder schema for non-A/AAAA types declares only `type`.
     pub reject_undeclared_properties: bool,
+    /// Largest page `GET .../dns_records` answers, whatever `per_page` asks for.
+    pub max_per_page: Option<u64>,
+    /// Record contents refused with 400/1004 (not a violation: the client sent a
+    /// well-formed request the API does not accept).
+    pub refused_contents: Vec<String>,
+    /// Quote the presented credential in authentication error messages, as a
+    /// careless server might (clients must keep it out of their own errors).
+    pub echo_credentials: bool,
 }
 
 impl DoubleConfig {
@@ -102,6 +113,9 @@ impl DoubleConfig {
             batch_limit: 200,
             batch_enabled: true,
             reject_undeclared_properties: false,
+            max_per_page: None,
+            refused_contents: Vec::new(),
+            echo_credentials: false,
         }
     }
     pub fn token(mut self, t: impl Into<String>) -> Self {
@@ -130,6 +144,18 @@ impl DoubleConfig {
     }
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.bind = Some(addr);
+        self
+    }
+    pub fn max_per_page(mut self, n: u64) -> Self {
+        self.max_per_page = Some(n);
+        self
+    }
+    pub fn refuse_content(mut self, content: impl Into<String>) -> Self {
+        self.refused_contents.push(content.into());
+        self
+    }
+    pub fn echo_credentials(mut self, on: bool) -> Self {
+        self.echo_credentials = on;
         self
     }
 }
@@ -212,6 +238,9 @@ pub enum Fault {
     ServerError(u16),
     /// Sleep, then answer normally.
     Slow(Duration),
+    /// Apply (and log) the request at once, then wait this long before answering:
+    /// a client that times out meanwhile cannot know the mutation happened.
+    SlowAfterApplying(Duration),
     /// Applied normally, then HTTP 200 with the JSON body cut in half.
     TruncatedJson,
     /// The request **is applied**, then the double answers HTTP 502 with an HTML body,
@@ -219,6 +248,8 @@ pub enum Fault {
     AppliedButLost,
     /// HTTP 200 with a non-JSON body (`content-type: application/json`); not applied.
     Garbage,
+    /// This status and body (`content-type: application/json`); not applied.
+    Raw { status: u16, body: String },
 }
 
 /// Which requests a queued fault applies to. `Default` matches every request.
@@ -230,6 +261,8 @@ pub struct FaultFilter {
     pub method: Option<String>,
     /// Only paths starting with this (with or without the `/client/v4` prefix).
     pub path_prefix: Option<String>,
+    /// Only this path (with or without the `/client/v4` prefix).
+    pub path: Option<String>,
 }
 
 impl FaultFilter {
@@ -251,6 +284,14 @@ impl FaultFilter {
             ..Default::default()
         }
     }
+    /// Only `method` on exactly `path` (e.g. `FaultFilter::route("GET", "/zones")`).
+    pub fn route(method: &str, path: &str) -> Self {
+        FaultFilter {
+            method: Some(method.into()),
+            path: Some(path.into()),
+            ..Default::default()
+        }
+    }
     pub fn matches(&self, method: &str, path: &str) -> bool {
         let write = !matches!(method, "GET" | "HEAD" | "OPTIONS");
         if self.writes_only && !write {
@@ -262,6 +303,12 @@ impl FaultFilter {
         if let Some(p) = &self.path_prefix {
             let rel = path.strip_prefix(API_PREFIX).unwrap_or(path);
             if !path.starts_with(p.as_str()) && !rel.starts_with(p.as_str()) {
+                return false;
+            }
+        }
+        if let Some(p) = &self.path {
+            let rel = path.strip_prefix(API_PREFIX).unwrap_or(path);
+            if path != p && rel != p {
                 return false;
             }
         }
@@ -287,8 +334,37 @@ pub struct RequestRecord {
     pub status: u16,
     pub vantage_node: Option<String>,
     pub vantage_term: Option<String>,
+    /// Every header as received (lower-case names, in order).
+    pub headers: Vec<(String, String)>,
     /// Fault applied to this request, if any.
     pub fault: Option<Fault>,
+}
+
+impl RequestRecord {
+    /// A header's value (several occurrences joined by ", "); `name` is case-insensitive.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let vals: Vec<&str> = self
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        (!vals.is_empty()).then(|| vals.join(", "))
+    }
+
+    /// A query parameter, percent-decoded (the first occurrence).
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query
+            .split('&')
+            .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+            .find(|(k, _)| spec::percent_decode(k, true).as_deref() == Some(name))
+            .and_then(|(_, v)| spec::percent_decode(v, true))
+    }
+
+    /// The path without the `/client/v4` prefix.
+    pub fn api_path(&self) -> &str {
+        self.path.strip_prefix(API_PREFIX).unwrap_or(&self.path)
+    }
 }
 
 /// A running double. Dropping it stops the server.
@@ -337,28 +413,7 @@ pub async fn try_start(cfg: DoubleConfig) -> Result<Double, DoubleError> {
     }
     let mut seeds = Vec::new();
     for s in &cfg.seed_records {
-        let zname = s.zone.trim_end_matches('.').to_ascii_lowercase();
-        let zone = zones
-            .iter_mut()
-            .find(|z| z.name == zname)
-            .ok_or_else(|| DoubleError::Config(format!("seed record for unknown zone {:?}", s.zone)))?;
-        let mut body = serde_json::json!({
-            "type": s.record_type, "name": s.name, "content": s.content,
-            "ttl": s.ttl, "proxied": s.proxied, "tags": s.tags,
-        });
-        if let Some(c) = &s.comment {
-            body["comment"] = Value::String(c.clone());
-        }
-        if let Some(p) = s.priority {
-            body["priority"] = Value::from(p);
-        }
-        api::create(zone, &body).map_err(|e| DoubleError::Config(format!("seed record {s:?}: {}", e.message)))?;
-        if let Some(r) = zone.records.last_mut() {
-            if let Some(id) = &s.id {
-                r.id = id.clone();
-            }
-            seeds.push(r.clone());
-        }
+        seeds.push(insert_record(&mut zones, s).map_err(|e| DoubleError::Config(format!("seed record: {e}")))?);
     }
 
     let addr = cfg.bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -385,10 +440,41 @@ pub async fn try_start(cfg: DoubleConfig) -> Result<Double, DoubleError> {
             always: None,
             batch_limit: cfg.batch_limit,
             batch_enabled: cfg.batch_enabled,
+            list: api::ListOptions {
+                max_per_page: cfg.max_per_page,
+                ignore_filters: false,
+            },
+            refused_contents: cfg.refused_contents.iter().map(|c| c.to_ascii_lowercase()).collect(),
+            echo_credentials: cfg.echo_credentials,
         }),
     });
     let task = tokio::spawn(server::serve(listener, shared.clone()));
     Ok(Double { shared, addr, task })
+}
+
+/// Add `s` to its zone as a create would (same checks and normalisation).
+fn insert_record(zones: &mut [api::Zone], s: &SeedRecord) -> Result<Record, String> {
+    let zname = s.zone.trim_end_matches('.').to_ascii_lowercase();
+    let zone = zones
+        .iter_mut()
+        .find(|z| z.name == zname)
+        .ok_or_else(|| format!("record for unknown zone {:?}", s.zone))?;
+    let mut body = serde_json::json!({
+        "type": s.record_type, "name": s.name, "content": s.content,
+        "ttl": s.ttl, "proxied": s.proxied, "tags": s.tags,
+    });
+    if let Some(c) = &s.comment {
+        body["comment"] = Value::String(c.clone());
+    }
+    if let Some(p) = s.priority {
+        body["priority"] = Value::from(p);
+    }
+    api::create(zone, &body).map_err(|e| format!("{s:?}: {}", e.message))?;
+    let r = zone.records.last_mut().ok_or("record vanished")?;
+    if let Some(id) = &s.id {
+        r.id = id.clone();
+    }
+    Ok(r.clone())
 }
 
 impl Double {
@@ -496,5 +582,33 @@ impl Double {
     /// Enable/disable the batch endpoint while running.
     pub fn set_batch_enabled(&self, on: bool) {
         self.lock().batch_enabled = on;
+    }
+
+    /// Add a record while running, as if some other client had created it (unlike
+    /// seed records, it is not watched by [`Double::seed_records_intact`]).
+    pub fn add_record(&self, r: SeedRecord) -> Result<Record, String> {
+        insert_record(&mut self.lock().zones, &r)
+    }
+
+    /// Cap the page size of `GET .../dns_records` (`None`: as requested).
+    pub fn set_max_per_page(&self, n: Option<u64>) {
+        self.lock().list.max_per_page = n;
+    }
+
+    /// Answer `GET .../dns_records` with every record of the zone, ignoring the
+    /// filters (name, type, content, ...); ordering and pagination still apply.
+    pub fn set_ignore_list_filters(&self, on: bool) {
+        self.lock().list.ignore_filters = on;
+    }
+
+    /// Refuse creates and updates with this content (400/1004, "DNS Validation
+    /// Error"); a batch holding one is refused as a whole.
+    pub fn refuse_content(&self, content: &str) {
+        self.lock().refused_contents.insert(content.to_ascii_lowercase());
+    }
+
+    /// Quote (or stop quoting) the presented credential in authentication errors.
+    pub fn set_echo_credentials(&self, on: bool) {
+        self.lock().echo_credentials = on;
     }
 }
