@@ -373,6 +373,21 @@ impl Agent {
             .map_err(|e| e.to_string())
     }
 
+    /// Waits until the leader has replicated up to `index` to node `id`.
+    pub async fn wait_replicated(&self, id: NodeId, index: u64, timeout: Duration) -> bool {
+        let reached = move |m: &RaftMetrics| {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(&id).copied().flatten())
+                .is_some_and(|l| l.index >= index)
+        };
+        self.raft
+            .wait(Some(timeout))
+            .metrics(reached, "a learner caught up")
+            .await
+            .is_ok()
+    }
+
     /// Whether this node holds Raft state (it belongs, or belonged, to a cluster).
     pub async fn is_initialized(&self) -> Result<bool, Fatal<NodeId>> {
         self.raft.is_initialized().await

@@ -67,6 +67,7 @@ pub mod proto;
 pub mod reconcile;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod types;
 
 use std::future::Future;
@@ -105,6 +106,22 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let agent = Agent::start(config, connector, clock.clone()).await?;
     tracing::info!(node = agent.id(), addr = %agent.addr(), "agent started");
+    let tls_watch = match agent.connector().tls() {
+        Some(tls) => {
+            tracing::info!(cluster = %tls.cluster(), "mutual TLS on every connection; certificates re-read when they change");
+            Some(tokio::spawn(tls.clone().watch(std::time::Duration::from_secs(5))))
+        }
+        None if agent.config().insecure_plaintext => {
+            tracing::warn!(
+                "INSECURE: insecure_plaintext = true: no TLS, every peer and operator is trusted as it claims"
+            );
+            None
+        }
+        None => {
+            tracing::warn!("no TLS: serving on loopback only");
+            None
+        }
+    };
     let catalog = tokio::spawn(catalog::maintain(agent.clone()));
     let observer = Arc::new(propose::Observer::start(agent.clone(), clock).await?);
     let reconciler = match dns::from_config(agent.config()).map_err(RunError::Dns)? {
@@ -122,6 +139,9 @@ pub async fn run(
     let served = grpc::serve(agent.clone(), observer, reconciler, listener, shutdown).await;
     tracing::info!(node = agent.id(), "shutting down");
     catalog.abort();
+    if let Some(t) = tls_watch {
+        t.abort();
+    }
     if let Some(t) = reconcile_task {
         t.abort();
     }

@@ -86,7 +86,8 @@ pub struct CloudflareSection {
     /// Skips the zone lookup when given.
     #[serde(default)]
     pub zone_id: Option<String>,
-    /// Environment variable holding an API token (default CLOUDFLARE_API_TOKEN).
+    /// Environment variable holding an API token; CLOUDFLARE_API_TOKEN when
+    /// neither it, `token_file` nor the legacy variables are given.
     #[serde(default)]
     pub token_env: Option<String>,
     /// File holding an API token.

@@ -65,6 +65,29 @@ pub struct MemberConfig {
     pub addr: String,
 }
 
+/// Where a node's TLS files are; relative paths are taken from the
+/// configuration file's directory. `vantage tls` writes them.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The cluster CA bundle (several CA certificates while rotating).
+    pub ca: PathBuf,
+    /// This node's certificate, naming `vantage://CLUSTER/node/ID`.
+    pub cert: PathBuf,
+    /// Its private key (mode 0600).
+    pub key: PathBuf,
+}
+
+impl TlsConfig {
+    pub fn files(&self) -> crate::tls::TlsFiles {
+        crate::tls::TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
 /// Raft timing, snapshot and transport knobs.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -153,6 +176,13 @@ pub struct Config {
     /// The DNS provider the leader writes to.
     #[serde(default)]
     pub dns: DnsConfig,
+    /// Mutual TLS on every connection, peers and operators alike.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Serve and dial without TLS, trusting whatever a message claims. Only
+    /// for a lab: without TLS and without this, the agent binds loopback only.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
 
     /// The file this configuration was read from, for error messages.
     #[serde(skip)]
@@ -179,6 +209,13 @@ impl Config {
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         if config.data_dir.is_relative() {
             config.data_dir = base.join(&config.data_dir);
+        }
+        if let Some(t) = config.tls.as_mut() {
+            for p in [&mut t.ca, &mut t.cert, &mut t.key] {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
         }
         match &mut config.dns.provider {
             ProviderConfig::ZoneFile(z) if z.path.is_relative() => z.path = base.join(&z.path),
@@ -264,6 +301,7 @@ impl Config {
                 format!("required when listen is the wildcard address {listen}: peers need a routable host:port"),
             ));
         }
+        self.validate_transport(listen)?;
         if self.worker_threads == 0 || self.worker_threads > 256 {
             return Err(self.invalid(
                 "worker_threads",
@@ -309,7 +347,46 @@ impl Config {
         self.validate_probes()?;
         self.validate_decision()?;
         self.validate_dns()?;
+        self.tls_material()?;
         self.check_data_dir()
+    }
+
+    /// Secure by default: TLS, or loopback only, or a loud explicit opt-out.
+    fn validate_transport(&self, listen: SocketAddr) -> Result<(), ConfigError> {
+        match (&self.tls, self.insecure_plaintext) {
+            (Some(_), true) => Err(self.invalid(
+                "insecure_plaintext",
+                "cannot be set together with [tls]; remove one of them",
+            )),
+            (None, false) if !listen.ip().is_loopback() => Err(self.invalid(
+                "listen",
+                format!(
+                    "{listen} is not a loopback address and no [tls] is configured: peers and operators would be \
+                     unauthenticated. Configure [tls] (certificates from `vantage tls`), or set \
+                     insecure_plaintext = true to accept that"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The node's TLS material, checked: readable, a key only its owner can
+    /// read, and a certificate naming this very node.
+    pub fn tls_material(&self) -> Result<Option<std::sync::Arc<crate::tls::Tls>>, ConfigError> {
+        let Some(t) = &self.tls else { return Ok(None) };
+        let tls = crate::tls::Tls::load(t.files()).map_err(|e| self.invalid("tls", e.to_string()))?;
+        match tls.identity() {
+            crate::tls::Identity::Node(id) if id == self.node_id => Ok(Some(tls)),
+            other => Err(self.invalid(
+                "tls.cert",
+                format!(
+                    "{} names {other}, but this is node {}; issue it with `vantage tls node --id {}`",
+                    t.cert.display(),
+                    self.node_id,
+                    self.node_id
+                ),
+            )),
+        }
     }
 
     fn validate_raft(&self) -> Result<(), ConfigError> {
@@ -388,6 +465,23 @@ pub(crate) fn valid_hostname(h: &str) -> bool {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '*')
         })
+}
+
+/// Refuses a secret file (a key, a token) that other users can read: the
+/// message says what to do about it.
+pub fn check_private(path: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {}", e.kind()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!("readable by other users (mode {mode:o}); chmod 600 it"));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// Checks `host:port` with a non-empty host and a numeric, non-zero port.

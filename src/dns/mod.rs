@@ -117,8 +117,14 @@ pub fn from_config(config: &crate::config::Config) -> Result<Option<Arc<dyn Prov
             }))))
         }
         ProviderConfig::Cloudflare(c) => {
+            // CLOUDFLARE_API_TOKEN unless the configuration names another source.
+            let default_env = c.token_file.is_none() && c.email_env.is_none() && c.key_env.is_none();
+            let token_env = c
+                .token_env
+                .as_deref()
+                .or(default_env.then_some(cloudflare::DEFAULT_TOKEN_ENV));
             let credentials = cloudflare::Credentials::from_env_or_file(
-                c.token_env.as_deref(),
+                token_env,
                 c.token_file.as_deref(),
                 c.email_env.as_deref(),
                 c.key_env.as_deref(),

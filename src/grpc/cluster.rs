@@ -10,7 +10,7 @@ use std::time::Duration;
 use openraft::{ChangeMembers, ServerState};
 use tonic::{Request, Response, Status};
 
-use super::status;
+use super::{auth, status};
 use crate::agent::Agent;
 use crate::proto::v1::cluster_client::ClusterClient;
 use crate::proto::v1::cluster_server::Cluster;
@@ -22,11 +22,47 @@ use crate::types::{Command, NodeId, Peer};
 
 pub struct ClusterService {
     agent: Arc<Agent>,
+    /// Bounds the notes committed through this node (every byte is kept by every node).
+    notes: RateLimit,
+}
+
+/// The largest note, in bytes.
+pub const MAX_NOTE_BYTES: usize = 4096;
+/// Notes one node commits in a burst, and per second after that.
+pub const NOTE_BURST: f64 = 50_000.0;
+pub const NOTES_PER_SECOND: f64 = 1_000.0;
+
+/// A token bucket over the notes committed through one node.
+struct RateLimit {
+    bucket: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl RateLimit {
+    fn new() -> RateLimit {
+        RateLimit {
+            bucket: std::sync::Mutex::new((NOTE_BURST, std::time::Instant::now())),
+        }
+    }
+
+    fn allow(&self) -> bool {
+        let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(b.1).as_secs_f64() * NOTES_PER_SECOND;
+        *b = ((b.0 + refill).min(NOTE_BURST), now);
+        if b.0 < 1.0 {
+            return false;
+        }
+        b.0 -= 1.0;
+        true
+    }
 }
 
 impl ClusterService {
     pub fn new(agent: Arc<Agent>) -> Self {
-        ClusterService { agent }
+        ClusterService {
+            agent,
+            notes: RateLimit::new(),
+        }
     }
 
     /// This node's members with (on the leader) their replication progress.
@@ -51,6 +87,40 @@ impl ClusterService {
                 }
             })
             .collect()
+    }
+}
+
+impl ClusterService {
+    /// Refuses a membership change after which the voters that answer now
+    /// would not be a majority: the cluster could not commit again.
+    async fn keeps_a_reachable_majority(&self, voters: &BTreeSet<NodeId>) -> Result<(), Status> {
+        let (nodes, _) = self.agent.members();
+        let mut answering = BTreeSet::new();
+        for id in voters {
+            if *id == self.agent.id() {
+                answering.insert(*id);
+                continue;
+            }
+            let Some(addr) = nodes.get(id).map(|p| p.addr.clone()) else {
+                continue;
+            };
+            let Ok(mut client) = self.agent.connector().cluster_client(&addr) else {
+                continue;
+            };
+            let mut probe = Request::new(GetStatusRequest { linearizable: false });
+            probe.set_timeout(Duration::from_secs(1));
+            if client.get_status(probe).await.is_ok() {
+                answering.insert(*id);
+            }
+        }
+        let need = crate::decide::majority(voters.len());
+        if answering.len() < need {
+            return Err(Status::failed_precondition(format!(
+                "refused: after this change the voters would be {voters:?}, of which only {answering:?} answer now; \
+                 {need} are needed to commit anything, so the cluster would be stuck. Bring the others back first"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -90,12 +160,13 @@ fn role(state: ServerState) -> &'static str {
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn get_status(&self, req: Request<GetStatusRequest>) -> Result<Response<ClusterStatus>, Status> {
+        auth::reader(&self.agent, &req, "GetStatus", true)?;
         let linearizable = req.get_ref().linearizable;
         if linearizable {
             super::linearize(&self.agent).await?;
         }
         let m = self.agent.metrics();
-        let (log_time_ms, notes_applied, state_digest, last_note, alarms) = self
+        let (log_time_ms, notes_applied, state_digest, last_note, mut alarms) = self
             .agent
             .read(|sm| {
                 let app = &sm.app;
@@ -108,6 +179,9 @@ impl Cluster for ClusterService {
                 )
             })
             .await;
+        if self.agent.config().insecure_plaintext {
+            alarms.push("insecure_plaintext: no TLS; peers and operators are not authenticated".into());
+        }
         let (leader_id, leader_addr) = match self.agent.leader() {
             Some((id, addr)) => (Some(id), addr),
             None => (None, String::new()),
@@ -140,6 +214,7 @@ impl Cluster for ClusterService {
     }
 
     async fn bootstrap(&self, req: Request<BootstrapRequest>) -> Result<Response<BootstrapResponse>, Status> {
+        auth::operator(&self.agent, &req, "Bootstrap")?;
         let wanted: BTreeMap<NodeId, Peer> = req
             .into_inner()
             .members
@@ -219,6 +294,7 @@ impl Cluster for ClusterService {
     }
 
     async fn add_node(&self, req: Request<AddNodeRequest>) -> Result<Response<MembershipResponse>, Status> {
+        auth::operator(&self.agent, &req, "AddNode")?;
         let forward = |ch, r| async move { ClusterClient::new(ch).add_node(r).await };
         if let Some(resp) = super::on_leader(&self.agent, req.clone_for_forward(), forward).await? {
             return Ok(resp);
@@ -250,15 +326,35 @@ impl Cluster for ClusterService {
         }
         let wait = self.agent.config().raft.join_timeout.0;
         let learner = tokio::time::timeout(wait, self.agent.add_learner(id, Peer { addr: addr.clone() })).await;
-        match learner {
-            Err(_) => {
-                return Err(Status::deadline_exceeded(format!(
-                    "node {id} at {addr} did not catch up within {}; it stays a learner. Is it running and reachable?",
-                    humantime::format_duration(wait)
-                )))
-            }
-            Ok(r) => r.map_err(status::client_write)?,
+        let added = match learner {
+            Err(_) => None,
+            Ok(r) => Some(r.map_err(status::client_write)?.log_id.index),
         };
+        // openraft answers as soon as the learner is in the membership, even
+        // when nothing answers at its address: promote it only once it has
+        // really replicated the log up to its own joining.
+        let caught_up = match added {
+            Some(index) => self.agent.wait_replicated(id, index, wait).await,
+            None => false,
+        };
+        if !caught_up {
+            let undo = self
+                .agent
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])))
+                .await;
+            let left = if undo.is_ok() {
+                "it was removed again"
+            } else {
+                "it stays a learner"
+            };
+            return Err(Status::deadline_exceeded(format!(
+                "node {id} at {addr} did not catch up within {} (raft.join_timeout); {left}, and the voters are unchanged. Is it running and reachable?",
+                humantime::format_duration(wait)
+            )));
+        }
+        let mut after = voters.clone();
+        after.insert(id);
+        self.keeps_a_reachable_majority(&after).await?;
         let resp = self
             .agent
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
@@ -272,6 +368,7 @@ impl Cluster for ClusterService {
     }
 
     async fn remove_node(&self, req: Request<RemoveNodeRequest>) -> Result<Response<MembershipResponse>, Status> {
+        auth::operator(&self.agent, &req, "RemoveNode")?;
         let forward = |ch, r| async move { ClusterClient::new(ch).remove_node(r).await };
         if let Some(resp) = super::on_leader(&self.agent, req.clone_for_forward(), forward).await? {
             return Ok(resp);
@@ -287,6 +384,9 @@ impl Cluster for ClusterService {
                     "node {id} is the last voter; removing it would end the cluster"
                 )));
             }
+            let mut after = voters.clone();
+            after.remove(&id);
+            self.keeps_a_reachable_majority(&after).await?;
             ChangeMembers::RemoveVoters(BTreeSet::from([id]))
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
@@ -304,7 +404,19 @@ impl Cluster for ClusterService {
     }
 
     async fn propose_note(&self, req: Request<ProposeNoteRequest>) -> Result<Response<ProposeResponse>, Status> {
+        auth::operator(&self.agent, &req, "ProposeNote")?;
         let text = req.into_inner().text;
+        if text.len() > MAX_NOTE_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "text: a note holds at most {MAX_NOTE_BYTES} bytes, got {}",
+                text.len()
+            )));
+        }
+        if !self.notes.allow() {
+            return Err(Status::resource_exhausted(format!(
+                "notes are committed through one node at most {NOTES_PER_SECOND} a second (bursts of {NOTE_BURST}); try again later"
+            )));
+        }
         let done = self
             .agent
             .propose(Command::Note { text })

@@ -24,6 +24,7 @@ impl DnsService {
 #[tonic::async_trait]
 impl Dns for DnsService {
     async fn plan(&self, req: Request<PlanRequest>) -> Result<Response<PlanResponse>, Status> {
+        super::auth::operator(&self.agent, &req, "Dns.Plan")?;
         // Only the leader talks to the provider.
         if let Some(resp) = super::on_leader(
             &self.agent,

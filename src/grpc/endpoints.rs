@@ -33,6 +33,7 @@ impl EndpointsService {
 #[tonic::async_trait]
 impl Endpoints for EndpointsService {
     async fn list(&self, req: Request<ListEndpointsRequest>) -> Result<Response<ListEndpointsResponse>, Status> {
+        super::auth::reader(&self.agent, &req, "Endpoints.List", false)?;
         let ListEndpointsRequest { linearizable, prefix } = req.into_inner();
         if linearizable {
             super::linearize(&self.agent).await?;

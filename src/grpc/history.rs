@@ -1,7 +1,8 @@
 //! Handlers of `vantage.v1.History`: the replicated audit history, paged and streamed.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
@@ -14,11 +15,61 @@ use crate::state::AuditEvent;
 
 pub struct HistoryService {
     agent: Arc<Agent>,
+    watches: Arc<Watches>,
 }
 
 impl HistoryService {
     pub fn new(agent: Arc<Agent>) -> Self {
-        HistoryService { agent }
+        HistoryService {
+            agent,
+            watches: Arc::new(Watches::default()),
+        }
+    }
+}
+
+/// Open Watch streams in all, and per caller.
+pub const MAX_WATCHES: usize = 1024;
+pub const MAX_WATCHES_PER_CALLER: usize = 64;
+
+/// Counts open Watch streams, so no caller can hold every task and socket.
+#[derive(Default)]
+struct Watches {
+    open: Mutex<BTreeMap<String, usize>>,
+}
+
+/// One open stream; frees its place when dropped.
+struct WatchSlot {
+    watches: Arc<Watches>,
+    who: String,
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut open = self.watches.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.who) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.who);
+            }
+        }
+    }
+}
+
+impl Watches {
+    fn take(self: &Arc<Self>, who: &str) -> Result<WatchSlot, Status> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = open.values().sum();
+        let mine = open.get(who).copied().unwrap_or(0);
+        if total >= MAX_WATCHES || mine >= MAX_WATCHES_PER_CALLER {
+            return Err(Status::resource_exhausted(format!(
+                "too many open Watch streams ({mine} of {MAX_WATCHES_PER_CALLER} for {who}, {total} of {MAX_WATCHES} in all)"
+            )));
+        }
+        *open.entry(who.to_string()).or_default() += 1;
+        Ok(WatchSlot {
+            watches: self.clone(),
+            who: who.to_string(),
+        })
     }
 }
 
@@ -56,6 +107,7 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<HistoryEvent, Status>> + Sen
 #[tonic::async_trait]
 impl History for HistoryService {
     async fn list(&self, req: Request<ListHistoryRequest>) -> Result<Response<ListHistoryResponse>, Status> {
+        super::auth::reader(&self.agent, &req, "History.List", false)?;
         let ListHistoryRequest {
             endpoint,
             after_id,
@@ -88,10 +140,17 @@ impl History for HistoryService {
     type WatchStream = EventStream;
 
     async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = super::auth::reader(&self.agent, &req, "History.Watch", false)?;
+        let who = match &caller {
+            super::auth::Caller::Verified(id) => id.to_string(),
+            super::auth::Caller::Plaintext => req.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
+        };
+        let slot = self.watches.take(&who)?;
         let WatchRequest { endpoint, after_id } = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let agent = self.agent.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let mut last = if after_id == 0 {
                 agent.read(|sm| sm.app.next_event).await
             } else {

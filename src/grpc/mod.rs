@@ -1,15 +1,18 @@
 //! Incoming gRPC: the internal Raft service, the public `vantage.v1` admin
 //! service and server reflection (v1 and v1alpha), served on one listener.
 
+mod auth;
 mod cluster;
 mod dns;
 mod endpoints;
 mod history;
+mod incoming;
 mod raft;
 mod status;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -67,18 +70,33 @@ pub async fn serve(
     let history = HistoryServer::new(history::HistoryService::new(agent.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    let dns = DnsServer::new(dns::DnsService::new(agent.clone(), reconciler));
-    let incoming = TcpIncoming::from_listener(listener, true, None).map_err(|e| ServeError::Listener(e.to_string()))?;
-    tonic::transport::Server::builder()
+    let dns = DnsServer::new(dns::DnsService::new(agent.clone(), reconciler))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let router = tonic::transport::Server::builder()
+        // A peer that stops answering is noticed, and its connection dropped.
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(raft)
         .add_service(cluster)
         .add_service(endpoints)
         .add_service(history)
         .add_service(dns)
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+        .add_service(reflection_v1alpha);
+    match agent.connector().tls().cloned() {
+        Some(tls) => {
+            let handshake = agent.config().raft.connect_timeout.0.max(Duration::from_secs(5));
+            router
+                .serve_with_incoming_shutdown(incoming::tls(listener, tls, handshake), shutdown)
+                .await?
+        }
+        None => {
+            let plain =
+                TcpIncoming::from_listener(listener, true, None).map_err(|e| ServeError::Listener(e.to_string()))?;
+            router.serve_with_incoming_shutdown(plain, shutdown).await?
+        }
+    }
     Ok(())
 }
 

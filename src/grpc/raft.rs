@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use super::status;
+use super::{auth, status};
 use crate::agent::{Agent, Committed, ProposeError};
 use crate::codec::{self, ChunkHeader, ForwardRequest};
 use crate::proto::raft::raft_server::Raft;
@@ -24,11 +24,31 @@ impl RaftService {
         RaftService { agent }
     }
 
-    /// Refuses traffic from a node that is not (known to be) a member.
-    fn admit(&self, sender: Option<NodeId>, rpc: &str) -> Result<(), Status> {
-        let Some(sender) = sender else {
+    /// Admits a Raft message: the sender's certificate must be the node the
+    /// message names, that node must be (known to be) a member, and the term
+    /// it carries must be within reach of this node's own (a term far ahead
+    /// is a forgery or a bug, and openraft cannot recover from a term at the
+    /// end of the number range).
+    fn admit<T>(
+        &self,
+        req: &Request<T>,
+        verified: Option<NodeId>,
+        vote: &openraft::Vote<NodeId>,
+        rpc: &str,
+    ) -> Result<(), Status> {
+        let Some(sender) = vote.leader_id().voted_for() else {
             return Err(Status::invalid_argument(format!("{rpc}: the vote names no node")));
         };
+        auth::claims(req, verified, sender, rpc)?;
+        let term = vote.leader_id().get_term();
+        let mine = self.agent.term();
+        if term > mine.saturating_add(MAX_TERM_LEAD) {
+            let why = format!(
+                "{rpc} from node {sender} refused: term {term} is beyond any reachable term (this node is at {mine})"
+            );
+            auth::log_refusal(&format!("node {sender}"), &why);
+            return Err(Status::invalid_argument(why));
+        }
         if self.agent.admits(sender) {
             Ok(())
         } else {
@@ -38,6 +58,10 @@ impl RaftService {
         }
     }
 }
+
+/// How far ahead of this node's term a peer's may be: a node that campaigned
+/// alone every second for eleven days gets there; a forged term does not.
+const MAX_TERM_LEAD: u64 = 1_000_000;
 
 fn decode<T: DeserializeOwned>(bytes: &[u8], rpc: &str) -> Result<T, Status> {
     codec::decode(bytes).map_err(|e| Status::invalid_argument(format!("malformed {rpc} payload: {e}")))
@@ -52,21 +76,24 @@ fn reply<T: Serialize>(v: &T) -> Result<Response<RaftMessage>, Status> {
 #[tonic::async_trait]
 impl Raft for RaftService {
     async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let me = auth::node(&self.agent, &req, "AppendEntries")?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&req.get_ref().payload, "AppendEntries")?;
-        self.admit(rpc.vote.leader_id().voted_for(), "AppendEntries")?;
+        self.admit(&req, me, &rpc.vote, "AppendEntries")?;
         reply(&self.agent.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let me = auth::node(&self.agent, &req, "Vote")?;
         let rpc: VoteRequest<NodeId> = decode(&req.get_ref().payload, "Vote")?;
-        self.admit(rpc.vote.leader_id().voted_for(), "Vote")?;
+        self.admit(&req, me, &rpc.vote, "Vote")?;
         reply(&self.agent.vote(rpc).await)
     }
 
     async fn install_snapshot(&self, req: Request<SnapshotChunk>) -> Result<Response<RaftMessage>, Status> {
+        let me = auth::node(&self.agent, &req, "InstallSnapshot")?;
+        let header: ChunkHeader = decode(&req.get_ref().header, "InstallSnapshot")?;
+        self.admit(&req, me, &header.vote, "InstallSnapshot")?;
         let chunk = req.into_inner();
-        let header: ChunkHeader = decode(&chunk.header, "InstallSnapshot")?;
-        self.admit(header.vote.leader_id().voted_for(), "InstallSnapshot")?;
         let rpc = InstallSnapshotRequest::<TypeConfig> {
             vote: header.vote,
             meta: header.meta,
@@ -78,7 +105,9 @@ impl Raft for RaftService {
     }
 
     async fn forward(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let me = auth::node(&self.agent, &req, "Forward")?;
         let fwd: ForwardRequest = decode(&req.get_ref().payload, "Forward")?;
+        auth::claims(&req, me, fwd.sender, "Forward")?;
         let (nodes, _) = self.agent.members();
         if !nodes.contains_key(&fwd.sender) {
             return Err(Status::permission_denied(format!(
@@ -97,7 +126,8 @@ impl Raft for RaftService {
         reply(&res)
     }
 
-    async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+    async fn read_index(&self, req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+        auth::node(&self.agent, &req, "ReadIndex")?;
         match self.agent.confirm_leadership().await {
             Ok(read) => Ok(Response::new(ReadIndexResponse {
                 read_index: read.map(|l| l.index).unwrap_or(0),

@@ -10,8 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpSocket;
-
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
 
 pub use raft::PeerNetworkFactory;
@@ -19,6 +19,7 @@ pub use vouch::Vouching;
 
 use crate::proto::raft::raft_client::RaftClient;
 use crate::proto::v1::cluster_client::ClusterClient;
+use crate::tls::Tls;
 
 /// Builds and caches one HTTP/2 channel per peer address; channels reconnect
 /// on their own, so a peer that restarts is picked up without a new client.
@@ -30,6 +31,8 @@ pub struct Connector {
     /// Source address of outgoing connections (the agent's own), so that
     /// peers, firewalls and tests see each agent as its own host.
     local_ip: Option<IpAddr>,
+    /// This holder's certificate and the cluster CA; None for plaintext.
+    tls: Option<Arc<Tls>>,
 }
 
 /// A peer address that cannot be turned into a gRPC endpoint.
@@ -47,7 +50,20 @@ impl Connector {
             connect_timeout,
             max_message_bytes,
             local_ip: None,
+            tls: None,
         }
+    }
+
+    /// Dials every peer with mutual TLS, presenting `tls`'s certificate and
+    /// accepting only nodes of its cluster.
+    pub fn with_tls(mut self, tls: Option<Arc<Tls>>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// The TLS material connections use, if any.
+    pub fn tls(&self) -> Option<&Arc<Tls>> {
+        self.tls.as_ref()
     }
 
     /// Binds outgoing connections to `ip` (ignored when unspecified).
@@ -72,31 +88,34 @@ impl Connector {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
-        let ch = match self.local_ip {
-            None => endpoint.connect_lazy(),
-            Some(ip) => endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: tonic::transport::Uri| {
-                Box::pin(async move {
-                    let host = uri
-                        .host()
-                        .unwrap_or_default()
-                        .trim_matches(|c| c == '[' || c == ']')
-                        .to_string();
-                    let port = uri.port_u16().unwrap_or(80);
-                    let target = tokio::net::lookup_host((host.as_str(), port))
-                        .await?
-                        .find(|a| a.is_ipv4() == ip.is_ipv4())
-                        .ok_or_else(|| std::io::Error::other(format!("{host}: no address of the family of {ip}")))?;
-                    let socket = if ip.is_ipv4() {
-                        TcpSocket::new_v4()?
-                    } else {
-                        TcpSocket::new_v6()?
-                    };
-                    socket.bind(SocketAddr::new(ip, 0))?;
-                    let stream = socket.connect(target).await?;
-                    stream.set_nodelay(true)?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                })
-            })),
+        let ch = match (self.local_ip, self.tls.clone()) {
+            (None, None) => endpoint.connect_lazy(),
+            (local_ip, tls) => {
+                endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: tonic::transport::Uri| {
+                    let tls = tls.clone();
+                    Box::pin(async move {
+                        let host = uri
+                            .host()
+                            .unwrap_or_default()
+                            .trim_matches(|c| c == '[' || c == ']')
+                            .to_string();
+                        let port = uri.port_u16().unwrap_or(80);
+                        let stream = dial(&host, port, local_ip).await?;
+                        let io: Box<dyn Io> = match tls {
+                            None => Box::new(stream),
+                            Some(tls) => {
+                                // The verifier checks the peer's SAN URI, not this name.
+                                let unnamed = std::net::IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED);
+                                let name = rustls::pki_types::ServerName::try_from(host.clone())
+                                    .unwrap_or(rustls::pki_types::ServerName::IpAddress(unnamed.into()));
+                                let connector = TlsConnector::from(tls.client_config());
+                                Box::new(connector.connect(name, stream).await?)
+                            }
+                        };
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(io))
+                    })
+                }))
+            }
         };
         map.insert(addr.to_string(), ch.clone());
         Ok(ch)
@@ -115,4 +134,30 @@ impl Connector {
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes))
     }
+}
+
+/// A connection, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+/// Connects to `host:port`, from `local_ip` when given.
+async fn dial(host: &str, port: u16, local_ip: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let stream = match local_ip {
+        None => TcpStream::connect((host, port)).await?,
+        Some(ip) => {
+            let target = tokio::net::lookup_host((host, port))
+                .await?
+                .find(|a| a.is_ipv4() == ip.is_ipv4())
+                .ok_or_else(|| std::io::Error::other(format!("{host}: no address of the family of {ip}")))?;
+            let socket = if ip.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            socket.bind(SocketAddr::new(ip, 0))?;
+            socket.connect(target).await?
+        }
+    };
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }

@@ -241,7 +241,7 @@ impl AppState {
             Some(_) => Some(&listed),
             None => None,
         };
-        decide::admit(claim, voters, last, listed)
+        decide::admit(claim, voters, last, listed, self.log_time_ms)
     }
 
     /// Re-evaluates every endpoint after the voter set changed.

@@ -66,6 +66,7 @@ impl Credentials {
             }
         }
         if let Some(path) = token_file {
+            crate::config::check_private(path).map_err(|e| format!("API token file {}: {e}", path.display()))?;
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("API token file {}: cannot read: {}", path.display(), e.kind()))?;
             let token = text.trim();
@@ -144,4 +145,27 @@ pub(super) fn sensitive(value: &str, what: &str) -> Result<HeaderValue, String> 
         .map_err(|_| format!("cloudflare: the {what} contains characters not allowed in an HTTP header"))?;
     v.set_sensitive(true);
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_file_other_users_can_read_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("cf-token");
+        std::fs::write(&f, "tok-value").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let e = Credentials::from_env_or_file(None, Some(&f), None, None).unwrap_err();
+            assert!(e.contains("cf-token") && e.contains("chmod 600"), "{e}");
+            assert!(!e.contains("tok-value"), "{e}");
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let c = Credentials::from_env_or_file(None, Some(&f), None, None).unwrap();
+        assert_eq!(c, Credentials::Token(Secret::new("tok-value")));
+    }
 }

@@ -40,6 +40,9 @@ use http::{RateLimiter, Request};
 use wire::{has_more_pages, normalize_name, parse_records, parse_zones, record_type, same_content, CfRecord, CfZone};
 
 /// Cloudflare's API base URL.
+/// The environment variable the API token is read from when the
+/// configuration names no other source.
+pub const DEFAULT_TOKEN_ENV: &str = "CLOUDFLARE_API_TOKEN";
 pub const DEFAULT_API_BASE: &str = "https://api.cloudflare.com/client/v4";
 
 /// Records requested per page when listing (the schema allows far more; 1000
