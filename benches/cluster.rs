@@ -9,6 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{rss_kib, Cluster};
+use vantage::network::Connector;
 use vantage::proto::v1::cluster_client::ClusterClient;
 use vantage::proto::v1::{GetStatusRequest, ProposeNoteRequest};
 
@@ -17,12 +18,12 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-async fn client(addr: &str) -> ClusterClient<tonic::transport::Channel> {
-    ClusterClient::connect(format!("http://{addr}")).await.expect("connect")
+async fn client(conn: &Connector, addr: &str) -> ClusterClient<tonic::transport::Channel> {
+    conn.cluster_client(addr).expect("client")
 }
 
-async fn sequential(addr: &str, n: usize) -> Vec<Duration> {
-    let mut c = client(addr).await;
+async fn sequential(conn: &Connector, addr: &str, n: usize) -> Vec<Duration> {
+    let mut c = client(conn, addr).await;
     let mut lat = Vec::with_capacity(n);
     for i in 0..n {
         let t = Instant::now();
@@ -37,8 +38,8 @@ async fn sequential(addr: &str, n: usize) -> Vec<Duration> {
     lat
 }
 
-async fn concurrent(addr: &str, n: usize, inflight: usize) -> f64 {
-    let c = client(addr).await;
+async fn concurrent(conn: &Connector, addr: &str, n: usize, inflight: usize) -> f64 {
+    let c = client(conn, addr).await;
     let t = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for w in 0..inflight {
@@ -58,11 +59,11 @@ async fn concurrent(addr: &str, n: usize, inflight: usize) -> f64 {
 }
 
 /// Polls the survivors every 10 ms until they agree on a leader other than `old`.
-async fn time_to_new_leader(addrs: &[String], old: u64, since: Instant) -> Duration {
+async fn time_to_new_leader(conn: &Connector, addrs: &[String], old: u64, since: Instant) -> Duration {
     loop {
         let mut leaders = Vec::new();
         for a in addrs {
-            if let Ok(mut c) = ClusterClient::connect(format!("http://{a}")).await {
+            if let Ok(mut c) = conn.cluster_client(a) {
                 if let Ok(s) = c.get_status(GetStatusRequest { linearizable: false }).await {
                     leaders.push(s.into_inner().leader_id);
                 }
@@ -95,18 +96,39 @@ fn main() {
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
 
-    println!("Vantage Raft benchmark: 3 release agents on loopback, sled fsync on every append");
+    println!("Vantage Raft benchmark: 3 release agents on loopback, sled fsync on every append, mutual TLS");
     println!("{:<44} {:>10} {:>10} {:>10}", "measure", "p50 ms", "p99 ms", "max ms");
-    rt.block_on(sequential(c.addr(leader), 50)); // warm-up
-    let lat = rt.block_on(sequential(c.addr(leader), 1000));
-    println!(
-        "{:<44} {:>10.2} {:>10.2} {:>10.2}",
-        "commit latency, 1000 single proposals (leader)",
-        pct(&lat, 0.5),
-        pct(&lat, 0.99),
-        pct(&lat, 1.0)
-    );
-    let lat = rt.block_on(sequential(c.addr(follower), 500));
+    let conn = c.connector_as("operator");
+    // The same measure on a plaintext cluster beside it, for the cost of TLS.
+    let mut plain = Cluster::new(95, 3, "");
+    plain.without_tls();
+    plain.start_all();
+    plain.bootstrap();
+    let plain_leader = plain.wait_leader(&[1, 2, 3], Duration::from_secs(30));
+    let plain_conn = plain.connector_as("operator");
+    rt.block_on(sequential(&conn, c.addr(leader), 50)); // warm-up
+    rt.block_on(sequential(&plain_conn, plain.addr(plain_leader), 50));
+    // Interleaved in rounds, so both see the same machine.
+    let (mut tls_lat, mut plain_lat) = (Vec::new(), Vec::new());
+    for _ in 0..4 {
+        tls_lat.extend(rt.block_on(sequential(&conn, c.addr(leader), 250)));
+        plain_lat.extend(rt.block_on(sequential(&plain_conn, plain.addr(plain_leader), 250)));
+    }
+    for (what, lat) in [
+        ("commit latency, 1000 single proposals (leader)", &mut tls_lat),
+        ("  the same without TLS", &mut plain_lat),
+    ] {
+        lat.sort();
+        println!(
+            "{:<44} {:>10.2} {:>10.2} {:>10.2}",
+            what,
+            pct(lat, 0.5),
+            pct(lat, 0.99),
+            pct(lat, 1.0)
+        );
+    }
+    drop(plain);
+    let lat = rt.block_on(sequential(&conn, c.addr(follower), 500));
     println!(
         "{:<44} {:>10.2} {:>10.2} {:>10.2}",
         "commit latency, 500 proposals via follower",
@@ -115,7 +137,7 @@ fn main() {
         pct(&lat, 1.0)
     );
     for inflight in [16, 64, 256] {
-        let tput = rt.block_on(concurrent(c.addr(leader), 10_000, inflight));
+        let tput = rt.block_on(concurrent(&conn, c.addr(leader), 10_000, inflight));
         println!(
             "{:<44} {:>10.0} entries/s",
             format!("throughput, 10000 proposals, {inflight} in flight"),
@@ -157,7 +179,7 @@ fn failover(c: &mut Cluster, rt: &tokio::runtime::Runtime) {
             .collect();
         let t = Instant::now();
         c.kill(old);
-        let took = rt.block_on(time_to_new_leader(&rest, old, t));
+        let took = rt.block_on(time_to_new_leader(&c.connector_as("operator"), &rest, old, t));
         eprintln!(
             "failover run: node {old} killed, new leader agreed after {} ms",
             took.as_millis()

@@ -39,6 +39,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let tf = dir.path().join("token");
     std::fs::write(&tf, TOKEN).unwrap();
+    std::fs::set_permissions(&tf, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let (base, tf) = (d.base_url(), tf.display().to_string());
     let mut c = Cluster::with_extra(96, 3, "", move |_| {
         format!(

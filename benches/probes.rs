@@ -34,12 +34,13 @@ fn clock_ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn up_count(rt: &tokio::runtime::Runtime, addr: &str) -> usize {
+fn up_count(rt: &tokio::runtime::Runtime, c: &Cluster, addr: &str) -> usize {
+    let conn = c.connector_as("operator");
     rt.block_on(async {
-        let Ok(c) = EndpointsClient::connect(format!("http://{addr}")).await else {
+        let Ok(ch) = conn.channel(addr) else {
             return 0;
         };
-        let mut c = c.clone().max_decoding_message_size(256 << 20);
+        let mut c = EndpointsClient::new(ch).max_decoding_message_size(256 << 20);
         let Ok(r) = c
             .list(ListEndpointsRequest {
                 linearizable: false,
@@ -103,7 +104,7 @@ fn main() {
         c.wait_leader(&[1], Duration::from_secs(30));
         let addr = c.addr(1).to_string();
         let deadline = Instant::now() + Duration::from_secs(120);
-        while up_count(&rt, &addr) < n as usize && Instant::now() < deadline {
+        while up_count(&rt, &c, &addr) < n as usize && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(500));
         }
         std::thread::sleep(Duration::from_secs(3));

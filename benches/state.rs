@@ -112,7 +112,7 @@ fn main() {
         let agent = i % AGENTS + 1;
         let group = (i / AGENTS) as usize;
         let endpoint = ids[(group * 7919) % ids.len()].clone();
-        let status = if (group / 1000) % 2 == 0 {
+        let status = if (group / 1000).is_multiple_of(2) {
             Health::Down
         } else {
             Health::Up

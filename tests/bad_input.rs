@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::{cli, write, Cluster};
 use openraft::{LeaderId, Vote};
-use vantage::proto::raft::raft_client::RaftClient;
 use vantage::proto::raft::RaftMessage;
 
 const GOOD: &str = r#"
@@ -139,11 +138,12 @@ fn garbage_and_strangers_do_not_crash_an_agent_or_move_its_term() {
         drop(s);
     }
 
+    // A node of this cluster's CA that is not a member (a valid certificate of node 99).
+    c.issue_node_cert(99, "127.0.0.99:7101");
+    let connector = c.connector_as("node99");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut client = RaftClient::connect(format!("http://{}", c.addr(follower)))
-            .await
-            .unwrap();
+        let mut client = connector.raft_client(c.addr(follower)).unwrap();
         // A vote request from node 99, which is not a member, with a far higher term.
         let vote = openraft::raft::VoteRequest::<u64> {
             vote: Vote::new(term + 100, 99),

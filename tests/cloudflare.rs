@@ -230,6 +230,7 @@ fn setup(net: u8, v6: bool) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("cf-token");
     std::fs::write(&token_file, TOKEN).unwrap();
+    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let (base, tf) = (d.base_url(), token_file.display().to_string());
     let mut c = Cluster::with_extra(net, 3, "", move |_| agent_config_v6(&base, &tf, net, v6));
     if v6 {

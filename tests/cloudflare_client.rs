@@ -787,6 +787,7 @@ async fn secrets_never_appear_in_errors_or_debug_output() {
     std::fs::create_dir_all(&dir).unwrap();
     let f = dir.join("token");
     std::fs::write(&f, format!("{TOKEN} trailing-junk")).unwrap();
+    std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     texts.push(Credentials::from_env_or_file(None, Some(&f), None, None).unwrap_err());
     std::env::set_var("CFCLIENT_TEST_BAD_TOKEN", format!("{TOKEN} x"));
     texts.push(Credentials::from_env_or_file(Some("CFCLIENT_TEST_BAD_TOKEN"), None, None, None).unwrap_err());
@@ -825,6 +826,7 @@ fn credentials_from_env_or_file() {
     std::fs::create_dir_all(&dir).unwrap();
     let f = dir.join("token");
     std::fs::write(&f, "  file-token-value \n").unwrap();
+    std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
 
     std::env::set_var("CFCLIENT_TEST_TOKEN", "env-token-value");
     std::env::set_var("CFCLIENT_TEST_EMAIL", "ops@example.com");

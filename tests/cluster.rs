@@ -6,16 +6,17 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{voters, wait_for, Cluster};
-use vantage::proto::v1::cluster_client::ClusterClient;
 use vantage::proto::v1::ProposeNoteRequest;
 
 const LONG: Duration = Duration::from_secs(30);
 
-/// Commits `n` notes through `addr` with `concurrency` proposals in flight.
-fn propose_many(addr: &str, n: usize, concurrency: usize) {
+/// Commits `n` notes through node `id` with `concurrency` proposals in flight.
+fn propose_many(c: &Cluster, id: u64, n: usize, concurrency: usize) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let client = ClusterClient::connect(format!("http://{addr}")).await.expect("connect");
+    let connector = c.connector_as("operator");
+    let addr = c.addr(id).to_string();
+    rt.block_on(async move {
+        let client = connector.cluster_client(&addr).expect("client");
         let mut tasks = tokio::task::JoinSet::new();
         for w in 0..concurrency {
             let mut c = client.clone();
@@ -163,7 +164,7 @@ fn stopped_follower_restarts_from_its_directory_and_catches_up() {
     let follower_state = c.status(follower);
     c.kill(follower);
 
-    propose_many(c.addr(leader), 1000, 16);
+    propose_many(&c, leader, 1000, 16);
     let want = c.status(leader);
     assert_eq!(want["notes_applied"].as_u64(), Some(1001), "{want}");
     assert!(want["purged_index"].as_u64().unwrap() > follower_state["applied_index"].as_u64().unwrap());
@@ -184,7 +185,7 @@ fn whole_cluster_restart_keeps_every_committed_entry() {
     c.start_all();
     c.bootstrap();
     let leader = c.wait_leader(&[1, 2, 3], LONG);
-    propose_many(c.addr(leader), 100, 4);
+    propose_many(&c, leader, 100, 4);
     let want = c.status(leader);
     for id in 1..=3 {
         wait_same_state(&c, id, &want);
@@ -281,14 +282,16 @@ fn grpcurl_lists_the_admin_service_and_agrees_with_the_cli() {
     let leader = c.wait_leader(&[1, 2, 3], LONG);
     for id in 1..=3 {
         let list = std::process::Command::new("grpcurl")
-            .args(["-plaintext", c.addr(id), "list"])
+            .args(c.grpcurl_flags())
+            .args([c.addr(id), "list"])
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&list.stdout);
         assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
         assert!(text.contains("vantage.v1.Cluster"), "{text}");
         let status = std::process::Command::new("grpcurl")
-            .args(["-plaintext", c.addr(id), "vantage.v1.Cluster/GetStatus"])
+            .args(c.grpcurl_flags())
+            .args([c.addr(id), "vantage.v1.Cluster/GetStatus"])
             .output()
             .unwrap();
         assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));

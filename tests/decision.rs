@@ -9,12 +9,11 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{wait_for, Cluster, Port, BIN};
+use common::{wait_for, Cluster, Port};
 use serde_json::Value;
 use vantage::agent::{Committed, ProposeError};
 use vantage::codec::ForwardRequest;
 use vantage::detect::{Evidence, Health};
-use vantage::proto::raft::raft_client::RaftClient;
 use vantage::proto::raft::RaftMessage;
 use vantage::types::{Change, Command as Cmd, Seq};
 
@@ -37,10 +36,16 @@ fn obs(ep: &Value, agent: u64) -> Option<Value> {
 }
 
 /// Sends a forged or odd proposal to the leader's internal Forward RPC.
-fn forward(addr: &str, req: &ForwardRequest) -> Result<Result<Committed, ProposeError>, Box<tonic::Status>> {
+/// Sends it as node 1, with node 1's certificate.
+fn forward(
+    c: &Cluster,
+    addr: &str,
+    req: &ForwardRequest,
+) -> Result<Result<Committed, ProposeError>, Box<tonic::Status>> {
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let connector = c.connector_as("node1");
     rt.block_on(async {
-        let mut client = RaftClient::connect(format!("http://{addr}")).await.unwrap();
+        let mut client = connector.raft_client(addr).unwrap();
         let payload = serde_json::to_vec(req).unwrap();
         let resp = client.forward(RaftMessage { payload }).await.map_err(Box::new)?;
         Ok(serde_json::from_slice(&resp.into_inner().payload).unwrap())
@@ -98,7 +103,8 @@ fn quorum_decides_forgeries_are_refused_and_dead_agents_expire() {
     );
 
     // `vantage watch` runs from here on and must print the decision when it happens.
-    let mut watch = Command::new(BIN)
+    let mut watch = c
+        .command()
         .args(["watch", "--addr", c.addr(1), "--endpoint", EP, "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -141,13 +147,13 @@ fn quorum_decides_forgeries_are_refused_and_dead_agents_expire() {
 
     // Forged reports are refused at proposal time and change nothing.
     let leader_addr = c.addr(leader).to_string();
-    let stranger = forward(&leader_addr, &observe(99, 99, EP)).unwrap_err();
+    let stranger = forward(&c, &leader_addr, &observe(99, 99, EP)).unwrap_err();
     assert_eq!(stranger.code(), tonic::Code::PermissionDenied, "{stranger}");
-    match forward(&leader_addr, &observe(1, 2, EP)).unwrap() {
+    match forward(&c, &leader_addr, &observe(1, 2, EP)).unwrap() {
         Err(ProposeError::Refused(why)) => assert!(why.contains("claims agent"), "{why}"),
         other => panic!("a report for another agent was not refused: {other:?}"),
     }
-    match forward(&leader_addr, &observe(1, 1, "web/192.0.2.1")).unwrap() {
+    match forward(&c, &leader_addr, &observe(1, 1, "web/192.0.2.1")).unwrap() {
         Err(ProposeError::Refused(why)) => assert!(why.contains("not in the catalog"), "{why}"),
         other => panic!("a report for an unlisted endpoint was not refused: {other:?}"),
     }
@@ -215,7 +221,8 @@ fn quorum_decides_forgeries_are_refused_and_dead_agents_expire() {
     // grpcurl reads the endpoints and the history.
     for method in ["vantage.v1.Endpoints/List", "vantage.v1.History/List"] {
         let out = Command::new("grpcurl")
-            .args(["-plaintext", c.addr(2), method])
+            .args(c.grpcurl_flags())
+            .args([c.addr(2), method])
             .output()
             .expect("grpcurl on PATH");
         assert!(

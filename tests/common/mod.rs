@@ -3,6 +3,11 @@
 //!
 //! Each test passes its own `net` number; its nodes listen on `127.0.<net>.<id>`
 //! so tests running in parallel never share an address or a port.
+//!
+//! Clusters run with mutual TLS, as a deployment would: the harness makes a CA
+//! with `vantage tls`, a certificate per node, and an operator's and a
+//! reader's; every CLI call presents the operator's. `Cluster::without_tls`
+//! switches a cluster to plaintext on loopback.
 
 #![allow(dead_code)]
 
@@ -41,7 +46,12 @@ pub struct Cluster {
     addr_of: fn(u8, u64) -> String,
     /// Network namespace each node runs in, if any (see tests/hosts.rs).
     pub netns: BTreeMap<u64, String>,
+    /// The cluster CA and the certificates (None: plaintext).
+    pub certs: Option<PathBuf>,
 }
+
+/// The cluster name the harness's certificates carry.
+pub const CLUSTER: &str = "test";
 
 pub fn addr(net: u8, id: u64) -> String {
     format!("127.0.{net}.{id}:7101")
@@ -65,7 +75,22 @@ impl Cluster {
             log_level: "info".into(),
             addr_of: addr,
             netns: BTreeMap::new(),
+            certs: None,
         };
+        let certs = c.dir.path().join("certs");
+        c.tls_tool(&["ca", "--dir", certs.to_str().expect("utf-8 path"), "--cluster", CLUSTER]);
+        for (name, role) in [("operator", "operator"), ("reader", "reader")] {
+            c.tls_tool(&[
+                "client",
+                "--dir",
+                certs.to_str().expect("utf-8 path"),
+                "--name",
+                name,
+                "--role",
+                role,
+            ]);
+        }
+        c.certs = Some(certs);
         for id in 1..=voters {
             c.add_config(id, voters);
         }
@@ -82,6 +107,90 @@ impl Cluster {
             self.netns.insert(id, netns(id));
             self.add_config(id, members);
         }
+    }
+
+    /// Runs `vantage tls ARGS`; panics with its output when it fails.
+    pub fn tls_tool(&self, args: &[&str]) {
+        let mut all = vec!["tls"];
+        all.extend_from_slice(args);
+        let out = self.cli(&all);
+        assert!(
+            out.status.success(),
+            "vantage {all:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Issues node `id`'s certificate for `addr` (again, if it exists).
+    pub fn issue_node_cert(&self, id: u64, addr: &str) {
+        if let Some(certs) = &self.certs {
+            let c = certs.to_str().expect("utf-8 path").to_string();
+            self.tls_tool(&["node", "--dir", &c, "--id", &id.to_string(), "--addr", addr]);
+        }
+    }
+
+    /// The PEM files of the holder `name` (`operator`, `reader`, `nodeN`): (ca, cert, key).
+    pub fn cert_files(&self, name: &str) -> Option<(PathBuf, PathBuf, PathBuf)> {
+        let d = self.certs.as_ref()?;
+        Some((
+            d.join("ca.pem"),
+            d.join(format!("{name}.pem")),
+            d.join(format!("{name}.key")),
+        ))
+    }
+
+    /// Switches every node to plaintext (loopback only): no certificates.
+    pub fn without_tls(&mut self) {
+        self.certs = None;
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        let members = ids.len() as u64;
+        for id in ids {
+            self.add_config(id, members);
+        }
+    }
+
+    /// An outgoing connector presenting `name`'s certificate (plaintext without TLS).
+    pub fn connector_as(&self, name: &str) -> vantage::network::Connector {
+        let tls = self.cert_files(name).map(|(ca, cert, key)| {
+            vantage::tls::Tls::load(vantage::tls::TlsFiles { ca, cert, key }).expect("harness certificates load")
+        });
+        vantage::network::Connector::new(Duration::from_secs(2), 64 << 20).with_tls(tls)
+    }
+
+    /// grpcurl's connection flags for this cluster, as the operator.
+    pub fn grpcurl_flags(&self) -> Vec<String> {
+        match self.cert_files("operator") {
+            Some((ca, cert, key)) => vec![
+                "-cacert".into(),
+                ca.display().to_string(),
+                "-cert".into(),
+                cert.display().to_string(),
+                "-key".into(),
+                key.display().to_string(),
+            ],
+            None => vec!["-plaintext".into()],
+        }
+    }
+
+    /// A `vantage` command that presents the operator's certificate.
+    pub fn command(&self) -> Command {
+        self.command_as("operator")
+    }
+
+    /// A `vantage` command that presents `name`'s certificate.
+    pub fn command_as(&self, name: &str) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.stdin(Stdio::null());
+        if let Some((ca, cert, key)) = self.cert_files(name) {
+            cmd.env("VANTAGE_CA", ca)
+                .env("VANTAGE_CERT", cert)
+                .env("VANTAGE_KEY", key);
+        } else {
+            cmd.env_remove("VANTAGE_CA")
+                .env_remove("VANTAGE_CERT")
+                .env_remove("VANTAGE_KEY");
+        }
+        cmd
     }
 
     /// Rewrites every node's config with `level` as its log level.
@@ -103,6 +212,15 @@ impl Cluster {
         );
         for m in 1..=members {
             text += &format!("[[members]]\nid = {m}\naddr = \"{}\"\n\n", (self.addr_of)(self.net, m));
+        }
+        if let Some((ca, cert, key)) = self.cert_files(&format!("node{id}")) {
+            self.issue_node_cert(id, &addr);
+            text += &format!(
+                "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n",
+                ca.display(),
+                cert.display(),
+                key.display()
+            );
         }
         text += &format!("[raft]\n{}\n\n{}\n", self.raft_extra, (self.extra)(id));
         let config = self.dir.path().join(format!("node{id}.toml"));
@@ -190,16 +308,16 @@ impl Cluster {
         fs::read_to_string(&self.nodes[&id].log).unwrap_or_default()
     }
 
-    /// Runs the CLI with `args`.
+    /// Runs the CLI with `args`, as the operator.
     pub fn cli(&self, args: &[&str]) -> Output {
-        cli(args)
+        self.command().args(args).output().expect("run vantage")
     }
 
     /// Runs a CLI command with `--json` and parses its output; panics with stderr on failure.
     pub fn cli_json(&self, args: &[&str]) -> Value {
         let mut all: Vec<&str> = args.to_vec();
         all.push("--json");
-        let out = cli(&all);
+        let out = self.cli(&all);
         assert!(
             out.status.success(),
             "vantage {all:?} failed: {}\n{}",
@@ -217,7 +335,7 @@ impl Cluster {
 
     /// `cluster status` of node `id`, or None when it does not answer.
     pub fn try_status(&self, id: u64) -> Option<Value> {
-        let out = cli(&["cluster", "status", "--addr", self.addr(id), "--json"]);
+        let out = self.cli(&["cluster", "status", "--addr", self.addr(id), "--json"]);
         if !out.status.success() {
             return None;
         }
@@ -245,7 +363,7 @@ impl Cluster {
 
     /// `vantage endpoints --json` of node `id`, or None when it does not answer.
     pub fn endpoints(&self, id: u64) -> Option<Value> {
-        let out = cli(&["endpoints", "--addr", self.addr(id), "--json"]);
+        let out = self.cli(&["endpoints", "--addr", self.addr(id), "--json"]);
         if !out.status.success() {
             return None;
         }

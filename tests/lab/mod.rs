@@ -184,6 +184,7 @@ pub fn world(n: u8, probe: &str, decision: &str) -> World {
     let dir = tempfile::tempdir().unwrap();
     let tf = dir.path().join("token");
     std::fs::write(&tf, TOKEN).unwrap();
+    std::fs::set_permissions(&tf, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let (base, tf) = (d.base_url(), tf.display().to_string());
     let (probe, decision) = (probe.to_string(), decision.to_string());
     let mut c = Cluster::with_extra(n, 3, "", move |_| {

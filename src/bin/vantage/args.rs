@@ -14,6 +14,24 @@ use vantage::config::Dur;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Cmd,
+    #[command(flatten)]
+    pub tls: ClientTls,
+}
+
+/// The operator's (or reader's) certificate for talking to a TLS cluster.
+/// Set all three, on the command line or in the environment, or none for a
+/// plaintext cluster.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClientTls {
+    /// The cluster CA bundle.
+    #[arg(long, global = true, env = "VANTAGE_CA")]
+    pub ca: Option<PathBuf>,
+    /// Your certificate, from `vantage tls client`.
+    #[arg(long, global = true, env = "VANTAGE_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Your private key (mode 0600).
+    #[arg(long, global = true, env = "VANTAGE_KEY")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -87,6 +105,11 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Make the cluster's certificates: a CA, then one per node, operator and reader.
+    Tls {
+        #[command(subcommand)]
+        cmd: TlsCmd,
+    },
     /// Work with configuration files.
     Config {
         #[command(subcommand)]
@@ -146,6 +169,56 @@ pub enum ClusterCmd {
         text: String,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TlsCmd {
+    /// Create the cluster's CA in DIR (ca.pem, ca.key 0600, cluster); never replaces one.
+    Ca {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The cluster name every certificate of this CA carries.
+        #[arg(long)]
+        cluster: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Issue node N's certificate (OUT/nodeN.pem, OUT/nodeN.key).
+    Node {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        id: u64,
+        /// host:port (or host) the node is reached at, repeatable: IP or DNS names in the certificate.
+        #[arg(long = "addr")]
+        addrs: Vec<String>,
+        /// Where to write (default: the CA directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Start the validity this many days in the past (an expired certificate, for tests).
+        #[arg(long, default_value_t = 0, hide = true)]
+        backdate_days: u32,
+    },
+    /// Issue a certificate for an operator or a reader (OUT/NAME.pem, OUT/NAME.key).
+    Client {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// operator (every call) or reader (status, endpoints, history, watch).
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        #[arg(long, default_value_t = 0, hide = true)]
+        backdate_days: u32,
     },
 }
 

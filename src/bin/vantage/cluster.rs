@@ -2,6 +2,7 @@
 //! connection helpers every client command shares.
 
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -13,8 +14,9 @@ use vantage::proto::v1::{
     AddNodeRequest, BootstrapRequest, ClusterStatus, GetStatusRequest, Member, MembershipResponse, ProposeNoteRequest,
     RemoveNodeRequest,
 };
+use vantage::tls::{Tls, TlsFiles};
 
-use crate::args::ClusterCmd;
+use crate::args::{ClientTls, ClusterCmd};
 use crate::render::{fmt_time, render_members, render_status};
 use crate::Failure;
 
@@ -22,14 +24,43 @@ pub fn load(path: &Path) -> Result<Config, Failure> {
     Config::load(path).map_err(|e| Failure::usage(e.to_string()))
 }
 
+/// The client certificate every command presents, set once by `main`.
+static CLIENT_TLS: OnceLock<Option<Arc<Tls>>> = OnceLock::new();
+
+/// Loads the operator's certificate named by `--ca/--cert/--key` (or the
+/// environment); all three or none.
+pub fn set_client_tls(t: &ClientTls) -> Result<(), Failure> {
+    let tls =
+        match (&t.ca, &t.cert, &t.key) {
+            (None, None, None) => None,
+            (Some(ca), Some(cert), Some(key)) => Some(
+                Tls::load(TlsFiles {
+                    ca: ca.clone(),
+                    cert: cert.clone(),
+                    key: key.clone(),
+                })
+                .map_err(|e| Failure::usage(e.to_string()))?,
+            ),
+            _ => return Err(Failure::usage(
+                "--ca, --cert and --key (or VANTAGE_CA, VANTAGE_CERT, VANTAGE_KEY) go together: give all three or none",
+            )),
+        };
+    let _ = CLIENT_TLS.set(tls);
+    Ok(())
+}
+
+fn connector() -> Connector {
+    Connector::new(Duration::from_secs(2), 64 * 1024 * 1024).with_tls(CLIENT_TLS.get().cloned().flatten())
+}
+
 pub fn channel(addr: &str) -> Result<Channel, Failure> {
-    Connector::new(Duration::from_secs(2), 64 * 1024 * 1024)
+    connector()
         .channel(addr)
         .map_err(|e| Failure::usage(format!("--addr: {e}")))
 }
 
 fn client(addr: &str) -> Result<ClusterClient<Channel>, Failure> {
-    Connector::new(Duration::from_secs(2), 64 * 1024 * 1024)
+    connector()
         .cluster_client(addr)
         .map_err(|e| Failure::usage(format!("--addr: {e}")))
 }

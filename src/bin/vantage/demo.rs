@@ -21,6 +21,8 @@ use vantage::proto::v1::cluster_client::ClusterClient;
 use vantage::proto::v1::endpoints_client::EndpointsClient;
 use vantage::proto::v1::history_client::HistoryClient;
 use vantage::proto::v1::{BootstrapRequest, GetStatusRequest, ListEndpointsRequest, Member, WatchRequest};
+use vantage::tls::issue::{self, Validity};
+use vantage::tls::{Identity, Role, Tls, TlsFiles};
 
 /// Demo options.
 #[derive(Clone, Debug)]
@@ -59,6 +61,13 @@ fn config(net: u8, id: u64, dir: &Path) -> String {
     for m in 1..=3 {
         t += &format!("[[members]]\nid = {m}\naddr = \"{}\"\n\n", agent_addr(net, m));
     }
+    let certs = dir.join("certs");
+    t += &format!(
+        "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n",
+        certs.join("ca.pem").display(),
+        certs.join(format!("node{id}.pem")).display(),
+        certs.join(format!("node{id}.key")).display()
+    );
     t += "[probe]\ninterval = \"500ms\"\ntimeout = \"400ms\"\nfall = 3\nrise = 2\nheartbeat = \"1s\"\n\n";
     t += "[decision]\nobservation_ttl = \"4s\"\nhold_down = \"5s\"\npanic_threshold = 0.7\npanic_window = \"30s\"\n\n";
     t += &format!(
@@ -70,6 +79,35 @@ fn config(net: u8, id: u64, dir: &Path) -> String {
         t += &format!("[[pools.endpoints]]\naddress = \"{}\"\n", endpoint_ip(net, e));
     }
     t
+}
+
+/// Makes (or reuses, with `--dir`) the demo cluster's CA, its three node
+/// certificates and an operator's; returns the operator's, for the demo's own calls.
+fn certificates(net: u8, certs: &Path) -> Result<Arc<Tls>, String> {
+    if !certs.join("ca.key").exists() {
+        issue::new_ca(certs, "demo", Validity::default())?;
+    }
+    for id in 1..=3 {
+        issue::issue(
+            certs,
+            &Identity::Node(id),
+            &[agent_addr(net, id)],
+            &format!("node{id}"),
+            certs,
+            Validity::default(),
+        )?;
+    }
+    let operator = Identity::Client {
+        name: "operator".into(),
+        role: Role::Operator,
+    };
+    issue::issue(certs, &operator, &[], "operator", certs, Validity::default())?;
+    Tls::load(TlsFiles {
+        ca: certs.join("ca.pem"),
+        cert: certs.join("operator.pem"),
+        key: certs.join("operator.key"),
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// A tiny HTTP server answering 200 while `up`, 503 otherwise.
@@ -337,6 +375,7 @@ pub async fn run(opts: DemoOptions) -> Result<(), String> {
         }
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let operator = certificates(opts.net, &dir.join("certs"))?;
     for id in 1..=3 {
         std::fs::write(dir.join(format!("node{id}.toml")), config(opts.net, id, &dir)).map_err(|e| e.to_string())?;
     }
@@ -346,7 +385,7 @@ pub async fn run(opts: DemoOptions) -> Result<(), String> {
         exe,
         agents: BTreeMap::new(),
         endpoints: BTreeMap::new(),
-        connector: Connector::new(Duration::from_millis(300), 16 << 20),
+        connector: Connector::new(Duration::from_millis(300), 16 << 20).with_tls(Some(operator.clone())),
     };
     for e in 1..=3 {
         let up = Arc::new(AtomicBool::new(true));
@@ -356,6 +395,13 @@ pub async fn run(opts: DemoOptions) -> Result<(), String> {
         demo.endpoints.insert(e, up);
     }
     println!("vantage demo: files in {}", dir.display());
+    let certs = dir.join("certs");
+    println!(
+        "mutual TLS; to use the CLI on it: export VANTAGE_CA={} VANTAGE_CERT={} VANTAGE_KEY={}",
+        certs.join("ca.pem").display(),
+        certs.join("operator.pem").display(),
+        certs.join("operator.key").display()
+    );
     for id in 1..=3 {
         demo.start_agent(id)?;
     }

@@ -10,6 +10,7 @@ mod demo;
 mod query;
 mod render;
 mod run;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -48,7 +49,13 @@ fn block(command: impl std::future::Future<Output = Result<(), Failure>>) -> Res
 }
 
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    if let Err(f) = cluster::set_client_tls(&cli.tls) {
+        eprintln!("error: {}", f.message);
+        return ExitCode::from(f.code);
+    }
+    let result = match cli.command {
+        Cmd::Tls { cmd } => tls::run(cmd),
         Cmd::Run { config } => run::agent(&config),
         Cmd::Demo { net, dir, auto } => block(async move {
             demo::run(demo::DemoOptions { net, dir, auto })

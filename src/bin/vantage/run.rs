@@ -44,8 +44,10 @@ async fn serve(config: Config) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Failure::runtime(format!("{}: listen: cannot bind {addr}: {e}", config.source)))?;
-    let connector =
-        Connector::new(config.raft.connect_timeout.0, config.raft.max_message_bytes).with_local_ip(addr.ip());
+    let tls = config.tls_material().map_err(|e| Failure::usage(e.to_string()))?;
+    let connector = Connector::new(config.raft.connect_timeout.0, config.raft.max_message_bytes)
+        .with_local_ip(addr.ip())
+        .with_tls(tls);
     vantage::run(config, listener, connector, Arc::new(SystemClock), shutdown_signal())
         .await
         .map_err(|e| Failure::runtime(e.to_string()))
