@@ -36,7 +36,14 @@ pub struct Reconciler {
     provider: Arc<dyn Provider>,
     pub dry_run: bool,
     interval: Duration,
+    /// The latest listing (when, of what, what it held), for `plan`.
+    listing: tokio::sync::Mutex<Option<(Instant, Owned, Vec<Existing>)>>,
+    /// The provider's current failure, already recorded in the history.
+    failure: std::sync::Mutex<Option<String>>,
 }
+
+/// How long a listing answers `plan` before the provider is asked again.
+pub const PLAN_LISTING_TTL: Duration = Duration::from_secs(5);
 
 impl Reconciler {
     pub fn new(agent: Arc<Agent>, provider: Arc<dyn Provider>) -> Reconciler {
@@ -45,6 +52,8 @@ impl Reconciler {
             interval: agent.config().dns.reconcile_interval.0,
             agent,
             provider,
+            listing: tokio::sync::Mutex::new(None),
+            failure: std::sync::Mutex::new(None),
         }
     }
 
@@ -68,12 +77,39 @@ impl Reconciler {
             .await
     }
 
-    /// Lists the provider and computes the changes the desired set needs.
+    /// The changes the desired set needs, for `vantage plan`. The provider
+    /// is listed at most once per [`PLAN_LISTING_TTL`] for this (the last
+    /// round's listing serves too), so however often an operator asks, the
+    /// request budget stays with the writes.
     pub async fn plan(&self) -> Result<Plan, ProviderError> {
         let (desired, owned, served_index) = self.desired().await;
-        self.plan_for(desired, owned, served_index).await
+        let mut cache = self.listing.lock().await;
+        let actual = match cache
+            .as_ref()
+            .filter(|(at, o, _)| at.elapsed() < PLAN_LISTING_TTL && *o == owned)
+        {
+            Some((_, _, actual)) => actual.clone(),
+            None => {
+                let actual = self.provider.list(&owned).await?;
+                *cache = Some((Instant::now(), owned.clone(), actual.clone()));
+                actual
+            }
+        };
+        drop(cache);
+        Ok(Self::diffed(desired, actual, &owned, served_index))
     }
 
+    fn diffed(desired: BTreeSet<Record>, actual: Vec<Existing>, owned: &Owned, served_index: u64) -> Plan {
+        let changes = dns::diff(&desired, &actual, owned);
+        Plan {
+            desired,
+            actual,
+            changes,
+            served_index,
+        }
+    }
+
+    /// Lists the provider for a round (and keeps the listing for `plan`).
     async fn plan_for(
         &self,
         desired: BTreeSet<Record>,
@@ -81,6 +117,7 @@ impl Reconciler {
         served_index: u64,
     ) -> Result<Plan, ProviderError> {
         let actual = self.provider.list(&owned).await?;
+        *self.listing.lock().await = Some((Instant::now(), owned.clone(), actual.clone()));
         let changes = dns::diff(&desired, &actual, &owned);
         Ok(Plan {
             desired,
@@ -88,6 +125,20 @@ impl Reconciler {
             changes,
             served_index,
         })
+    }
+
+    /// An audit entry of this node's provider, not a dry run.
+    fn entry(&self, term: u64, served_index: u64, changes: Vec<String>, outcome: String, ok: bool) -> DnsAudit {
+        DnsAudit {
+            term,
+            served_index,
+            dry_run: false,
+            provider: self.provider.describe(),
+            changes,
+            outcome,
+            ok,
+            latency_ms: 0,
+        }
     }
 
     async fn audit(&self, a: DnsAudit) {
@@ -109,12 +160,31 @@ impl Reconciler {
         let plan = match self.plan_for(desired, owned, served_index).await {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(provider = %self.provider.describe(), "cannot list records: {e}");
+                let outcome = format!("cannot list records: {e}");
+                tracing::warn!(provider = %self.provider.describe(), "{outcome}");
+                // Once per distinct failure, so `cluster status` raises the
+                // alarm without a log entry every round.
+                let fresh = {
+                    let mut last = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+                    let fresh = last.as_deref() != Some(outcome.as_str());
+                    *last = Some(outcome.clone());
+                    fresh
+                };
+                if fresh {
+                    self.audit(self.entry(term, served_index, Vec::new(), outcome, false))
+                        .await;
+                }
                 return false;
             }
         };
+        let recovered = self.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
         if plan.changes.is_empty() {
             *last_plan = None;
+            if let Some(was) = recovered {
+                let outcome = format!("the provider answers again, in sync (it had failed: {was})");
+                self.audit(self.entry(term, plan.served_index, Vec::new(), outcome, true))
+                    .await;
+            }
             return true;
         }
         let changes: Vec<String> = plan.changes.iter().map(|c| c.to_string()).collect();
@@ -153,6 +223,8 @@ impl Reconciler {
         }
         let started = Instant::now();
         let result = self.provider.apply(&plan.changes).await;
+        // What was listed before the writes no longer describes the provider.
+        *self.listing.lock().await = None;
         let latency_ms = started.elapsed().as_millis() as u64;
         let (ok, outcome) = match &result {
             Ok(outcomes) => {
@@ -191,21 +263,33 @@ impl Reconciler {
         let mut last_plan: Option<Vec<Change>> = None;
         let mut was_leader = false;
         let mut due = Instant::now();
+        let mut backoff = Backoff::new(self.interval);
         loop {
             let leader = self.agent.is_leader();
             if leader {
                 let wanted = self.desired().await;
                 let desired = wanted.0.clone();
-                // Work when the decision changed, on taking office, after a
-                // failed round, or when the drift-repair interval is up.
-                let needed = !was_leader || last_desired.as_ref() != Some(&desired) || Instant::now() >= due;
+                // Work when the decision changed, on taking office, or when the
+                // drift-repair interval is up. After a failure, only the backoff
+                // (or a new term) brings the next attempt: a provider that says
+                // no is not asked again at every applied entry.
+                let failing = backoff.failures() > 0;
+                let changed = last_desired.as_ref() != Some(&desired);
+                let needed = !was_leader || (changed && !failing) || Instant::now() >= due;
                 if needed {
                     let done = self.round(wanted, &mut last_plan).await;
-                    last_desired = done.then_some(desired);
-                    due = Instant::now() + if done { self.interval } else { Duration::from_secs(1) };
+                    last_desired = Some(desired);
+                    due = Instant::now()
+                        + if done {
+                            backoff.reset();
+                            self.interval
+                        } else {
+                            backoff.next()
+                        };
                 }
             } else {
                 last_desired = None;
+                backoff.reset();
             }
             was_leader = leader;
             let notified = self.agent.applied().notified();
@@ -215,5 +299,65 @@ impl Reconciler {
                 _ = tokio::time::sleep_until(due.max(Instant::now() + Duration::from_millis(50)).into()) => {}
             }
         }
+    }
+}
+
+/// The wait before the next attempt after consecutive failed rounds: 1 s,
+/// doubling, capped at the reconcile interval, each with up to 20% jitter so
+/// a cluster's retries do not align. It carries across rounds and resets on
+/// success or a change of leader.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    cap: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn new(cap: Duration) -> Backoff {
+        Backoff { cap, failures: 0 }
+    }
+
+    /// Consecutive failures so far.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Records a failure and returns how long to wait.
+    pub fn next(&mut self) -> Duration {
+        let base = Duration::from_secs(1)
+            .saturating_mul(1u32 << self.failures.min(20))
+            .min(self.cap.max(Duration::from_secs(1)));
+        self.failures = self.failures.saturating_add(1);
+        base.mul_f64(1.0 - 0.2 * fastrand::f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_interval_and_carries_across_rounds() {
+        let mut b = Backoff::new(Duration::from_secs(30));
+        let waits: Vec<Duration> = (0..10).map(|_| b.next()).collect();
+        let nominal = [1, 2, 4, 8, 16, 30, 30, 30, 30, 30];
+        for (w, n) in waits.iter().zip(nominal) {
+            let n = Duration::from_secs(n);
+            assert!(*w <= n && *w >= n.mul_f64(0.8), "{waits:?}");
+        }
+        // Five minutes of a provider that always refuses: a bounded number of rounds.
+        let mut b = Backoff::new(Duration::from_secs(30));
+        let (mut t, mut rounds) = (Duration::ZERO, 0);
+        while t < Duration::from_secs(300) {
+            t += b.next();
+            rounds += 1;
+        }
+        assert!(rounds <= 16, "{rounds} rounds in 5 minutes");
+        b.reset();
+        assert!(b.next() <= Duration::from_secs(1));
     }
 }

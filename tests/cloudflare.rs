@@ -225,6 +225,10 @@ struct Setup {
 }
 
 fn setup(net: u8, v6: bool) -> Setup {
+    setup_with(net, v6, "1s")
+}
+
+fn setup_with(net: u8, v6: bool, reconcile_interval: &'static str) -> Setup {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let d = rt.block_on(double());
     let dir = tempfile::tempdir().unwrap();
@@ -232,7 +236,12 @@ fn setup(net: u8, v6: bool) -> Setup {
     std::fs::write(&token_file, TOKEN).unwrap();
     std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let (base, tf) = (d.base_url(), token_file.display().to_string());
-    let mut c = Cluster::with_extra(net, 3, "", move |_| agent_config_v6(&base, &tf, net, v6));
+    let mut c = Cluster::with_extra(net, 3, "", move |_| {
+        agent_config_v6(&base, &tf, net, v6).replace(
+            "reconcile_interval = \"1s\"",
+            &format!("reconcile_interval = \"{reconcile_interval}\""),
+        )
+    });
     if v6 {
         // Trace level: the token must not appear even in the most verbose logs.
         c.set_log_level("trace,h2=info,hyper=info,sled=info");
@@ -521,4 +530,102 @@ fn leader_killed_between_decision_and_write_is_finished_by_the_next() {
         .collect();
     assert!(!audits.is_empty());
     assert_clean(&d);
+}
+
+#[test]
+fn a_hundred_plans_in_a_second_cost_at_most_one_provider_request() {
+    let _a = Port::open("127.0.58.200:7600".parse().unwrap());
+    let _b = Port::open("127.0.58.201:7600".parse().unwrap());
+    // No drift repair while the test runs: every listing is one a plan asked for.
+    let Setup { rt, d, c, _dir } = setup_with(58, false, "10m");
+    let leader = c.wait_leader(&[1, 2, 3], LONG);
+    let synced = wait_for("four managed records", LONG, || (managed(&d).len() == 4).then_some(()));
+    assert!(synced.is_some(), "{}", c.logs());
+    let before = d.requests().len();
+    let conn = c.connector_as("operator");
+    let addr = c.addr(leader).to_string();
+    let started = std::time::Instant::now();
+    let planned = rt.block_on(async move {
+        let mut dns = vantage::proto::v1::dns_client::DnsClient::new(conn.channel(&addr).unwrap());
+        let mut n = 0;
+        for _ in 0..100 {
+            let p = dns
+                .plan(vantage::proto::v1::PlanRequest {})
+                .await
+                .expect("plan")
+                .into_inner();
+            assert!(p.changes.is_empty(), "{p:?}");
+            n += 1;
+        }
+        n
+    });
+    assert_eq!(planned, 100);
+    let spent: Vec<_> = d.requests()[before..].to_vec();
+    println!(
+        "100 plans in {:?} cost {} provider requests",
+        started.elapsed(),
+        spent.len()
+    );
+    // At most one listing: one request per owned hostname and record type
+    // (two hostnames, A records only), however many plans are asked for.
+    assert!(
+        spent.len() <= 2,
+        "{} provider requests for 100 plans: {spent:?}",
+        spent.len()
+    );
+    let names: BTreeSet<_> = spent.iter().filter_map(|r| r.query_param("name")).collect();
+    assert_eq!(names.len(), spent.len(), "a hostname was listed twice: {spent:?}");
+    assert_clean(&d);
+}
+
+#[test]
+fn a_provider_that_answers_404_is_backed_off_and_writes_resume_once_it_recovers() {
+    let mut a = Port::open("127.0.59.200:7600".parse().unwrap());
+    let _b = Port::open("127.0.59.201:7600".parse().unwrap());
+    // Backoff capped at 8 s here (the reconcile interval), 30 s by default.
+    let Setup { rt: _rt, d, c, _dir } = setup_with(59, false, "8s");
+    let leader = c.wait_leader(&[1, 2, 3], LONG);
+    let synced = wait_for("four managed records", LONG, || (managed(&d).len() == 4).then_some(()));
+    assert!(synced.is_some(), "{}", c.logs());
+    // The zone is gone for the provider: every request answers 404.
+    d.set_always(Some(Fault::Raw {
+        status: 404,
+        body: r#"{"success":false,"errors":[{"code":7003,"message":"Could not route to /zones, perhaps your object identifier is invalid?"}],"messages":[],"result":null}"#.into(),
+    }));
+    let before = d.requests().len();
+    let t0 = std::time::Instant::now();
+    a.close();
+    // 40 s of a refusing provider while a delete is pending.
+    let alarm = wait_for("the alarm in cluster status", LONG, || {
+        let s = c.status(leader);
+        s["alarms"]
+            .as_array()?
+            .iter()
+            .any(|a| a.as_str().unwrap_or("").contains("cannot list records"))
+            .then_some(())
+    });
+    assert!(alarm.is_some(), "{:#}", c.status(leader));
+    let lt0 = c.endpoints(leader).unwrap()["log_time_ms"].as_u64().unwrap();
+    let window = wait_for("40 s of log time", Duration::from_secs(120), || {
+        (c.endpoints(leader)?["log_time_ms"].as_u64()? >= lt0 + 40_000).then_some(())
+    });
+    assert!(window.is_some());
+    let spent = d.requests().len() - before;
+    println!("a provider answering 404 for {:?} got {spent} requests", t0.elapsed());
+    assert!(spent < 12, "{spent} requests to a provider that answered 404 for 40 s");
+    // It recovers: the pending delete goes through within one backoff.
+    d.set_always(None);
+    let done = wait_for("the dead endpoint's records deleted", LONG, || {
+        (managed(&d).len() == 2).then_some(())
+    });
+    assert!(done.is_some(), "{:?}\n{}", managed(&d), c.logs());
+    let cleared = wait_for("the alarm cleared", LONG, || {
+        let s = c.status(leader);
+        (!s["alarms"]
+            .as_array()?
+            .iter()
+            .any(|a| a.as_str().unwrap_or("").contains("cannot list")))
+        .then_some(())
+    });
+    assert!(cleared.is_some(), "{:#}", c.status(leader));
 }

@@ -142,7 +142,11 @@ fn strangers_are_refused_at_the_handshake_and_change_nothing() {
 
 /// Sends `req` to `addr`'s Forward RPC as node 3 (a connector of its own:
 /// channels live on the runtime that made them).
-fn forward(c: &Cluster, addr: &str, req: &ForwardRequest) -> Result<Result<Committed, ProposeError>, Box<tonic::Status>> {
+fn forward(
+    c: &Cluster,
+    addr: &str,
+    req: &ForwardRequest,
+) -> Result<Result<Committed, ProposeError>, Box<tonic::Status>> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (ca, cert, key) = c.cert_files("node3").unwrap();
     let node3 = connector(ca, cert, key);

@@ -179,6 +179,14 @@ impl Cluster for ClusterService {
                 )
             })
             .await;
+        if let Some(w) = self
+            .agent
+            .connector()
+            .tls()
+            .and_then(|t| t.expiry_warning(crate::tls::EXPIRY_WARNING_DAYS))
+        {
+            alarms.push(w);
+        }
         if self.agent.config().insecure_plaintext {
             alarms.push("insecure_plaintext: no TLS; peers and operators are not authenticated".into());
         }

@@ -233,6 +233,14 @@ mod tests {
             let e = super::super::load_key(&key).unwrap_err().to_string();
             assert!(e.contains("node2.key") && e.contains("chmod 600"), "{e}");
         }
+        // The expiry is read back from the certificate.
+        let left = super::super::not_after(&certs[0])
+            .unwrap()
+            .duration_since(std::time::SystemTime::now())
+            .unwrap();
+        assert!((364 * 86_400..366 * 86_400).contains(&left.as_secs()), "{left:?}");
+        assert_eq!(tls.expiry_warning(30), None);
+        assert!(tls.expiry_warning(400).unwrap().contains("expires in 364 days"));
         let op = Identity::Client {
             name: "alice".into(),
             role: Role::Operator,

@@ -13,8 +13,11 @@
 //! when they change, so a rotated key or CA bundle takes effect without a
 //! restart (new connections use the new files; see [`Tls::watch`]).
 
+mod expiry;
 pub mod issue;
 mod verify;
+
+pub use expiry::not_after;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -25,6 +28,9 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::model::NodeId;
+
+/// A certificate that expires within this many days is an alarm.
+pub const EXPIRY_WARNING_DAYS: u64 = 30;
 
 /// The URI scheme of Vantage identities.
 pub const SCHEME: &str = "vantage://";
@@ -192,6 +198,8 @@ struct Loaded {
     client: Arc<ClientConfig>,
     /// Modification times of the three files when they were read.
     stamps: [Option<SystemTime>; 3],
+    /// When this holder's certificate expires.
+    not_after: Option<SystemTime>,
 }
 
 fn stamps(f: &TlsFiles) -> [Option<SystemTime>; 3] {
@@ -209,6 +217,7 @@ impl Loaded {
         let roots = roots(&files.ca)?;
         let chain = load_certs(&files.cert)?;
         let key = load_key(&files.key)?;
+        let not_after = expiry::not_after(&chain[0]);
         let mine = identities(&chain[0]);
         let (cluster, identity) =
             match mine.as_slice() {
@@ -244,6 +253,7 @@ impl Loaded {
             server: Arc::new(server),
             client: Arc::new(client),
             stamps,
+            not_after,
         })
     }
 }
@@ -284,6 +294,26 @@ impl Tls {
         self.now().identity.clone()
     }
 
+    /// A warning when this holder's certificate expires within `days`
+    /// (or is expired), naming the file and the date.
+    pub fn expiry_warning(&self, days: u64) -> Option<String> {
+        let at = self.now().not_after?;
+        let left = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+        if left > Duration::from_secs(days * 86_400) {
+            return None;
+        }
+        let when = humantime::format_rfc3339_seconds(at);
+        Some(if left.is_zero() {
+            format!("TLS certificate {} expired at {when}", self.files.cert.display())
+        } else {
+            format!(
+                "TLS certificate {} expires in {} days, at {when}; issue a new one with `vantage tls`",
+                self.files.cert.display(),
+                left.as_secs() / 86_400
+            )
+        })
+    }
+
     /// The server side of the current files.
     pub fn server_config(&self) -> Arc<ServerConfig> {
         self.now().server.clone()
@@ -318,10 +348,18 @@ impl Tls {
 
     /// Re-reads the files whenever they change, checking every `every`.
     pub async fn watch(self: Arc<Self>, every: Duration) {
+        if let Some(w) = self.expiry_warning(EXPIRY_WARNING_DAYS) {
+            tracing::warn!("{w}");
+        }
         loop {
             tokio::time::sleep(every).await;
             match self.reload_if_changed() {
-                Ok(true) => tracing::info!(cert = %self.files.cert.display(), "TLS files changed: reloaded"),
+                Ok(true) => {
+                    tracing::info!(cert = %self.files.cert.display(), "TLS files changed: reloaded");
+                    if let Some(w) = self.expiry_warning(EXPIRY_WARNING_DAYS) {
+                        tracing::warn!("{w}");
+                    }
+                }
                 Ok(false) => {}
                 Err(e) => tracing::error!("TLS files changed but cannot be used: {e}"),
             }
