@@ -284,7 +284,7 @@ impl Reconciler {
                             backoff.reset();
                             self.interval
                         } else {
-                            backoff.next()
+                            backoff.failed()
                         };
                 }
             } else {
@@ -327,7 +327,7 @@ impl Backoff {
     }
 
     /// Records a failure and returns how long to wait.
-    pub fn next(&mut self) -> Duration {
+    pub fn failed(&mut self) -> Duration {
         let base = Duration::from_secs(1)
             .saturating_mul(1u32 << self.failures.min(20))
             .min(self.cap.max(Duration::from_secs(1)));
@@ -343,7 +343,7 @@ mod tests {
     #[test]
     fn backoff_doubles_to_the_interval_and_carries_across_rounds() {
         let mut b = Backoff::new(Duration::from_secs(30));
-        let waits: Vec<Duration> = (0..10).map(|_| b.next()).collect();
+        let waits: Vec<Duration> = (0..10).map(|_| b.failed()).collect();
         let nominal = [1, 2, 4, 8, 16, 30, 30, 30, 30, 30];
         for (w, n) in waits.iter().zip(nominal) {
             let n = Duration::from_secs(n);
@@ -353,11 +353,11 @@ mod tests {
         let mut b = Backoff::new(Duration::from_secs(30));
         let (mut t, mut rounds) = (Duration::ZERO, 0);
         while t < Duration::from_secs(300) {
-            t += b.next();
+            t += b.failed();
             rounds += 1;
         }
         assert!(rounds <= 16, "{rounds} rounds in 5 minutes");
         b.reset();
-        assert!(b.next() <= Duration::from_secs(1));
+        assert!(b.failed() <= Duration::from_secs(1));
     }
 }
