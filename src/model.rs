@@ -136,6 +136,8 @@ pub enum EventKind {
     DnsWrite,
     /// The leader, in dry-run mode, recorded what it would write.
     DnsPlan,
+    /// An operator's note or membership change, with who made it.
+    Note,
 }
 
 impl EventKind {
@@ -149,6 +151,7 @@ impl EventKind {
             EventKind::Refused => "refused",
             EventKind::DnsWrite => "dns-write",
             EventKind::DnsPlan => "dns-plan",
+            EventKind::Note => "note",
         }
     }
 }
@@ -174,6 +177,7 @@ mod tests {
             EventKind::Refused,
             EventKind::DnsWrite,
             EventKind::DnsPlan,
+            EventKind::Note,
         ] {
             assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{}\"", k.as_str()));
         }

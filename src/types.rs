@@ -110,8 +110,14 @@ pub struct DnsAudit {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Command {
-    /// A free-text operator note, replicated and counted; proves the log works end to end.
-    Note { text: String },
+    /// A free-text operator note, replicated and counted; proves the log works
+    /// end to end. Membership changes are recorded as notes too.
+    Note {
+        text: String,
+        /// Who wrote it: the certificate's holder ("operator alice"), as the node that took the call saw it.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        by: String,
+    },
     /// The endpoints and decision settings, from the leader's configuration.
     Catalog(Catalog),
     /// What the leader wrote to (or, in dry-run, would write to) the DNS provider.

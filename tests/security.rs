@@ -287,6 +287,27 @@ fn readers_read_and_only_operators_change_the_cluster() {
     // The operator can.
     let v: Value = c.note(2, "from the operator");
     assert!(v["log_index"].as_u64().unwrap() > 0, "{v}");
+    // The history says who wrote the note, and who changed the membership.
+    let out = c.cli(&["cluster", "remove", "--addr", c.addr(2), "--id", "3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events = c.cli_json(&["history", "--addr", c.addr(1), "--limit", "1000"]);
+    let notes: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "note")
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|e| e["rule"] == "from the operator" && e["from"] == "operator operator"),
+        "{notes:?}"
+    );
+    assert!(
+        notes.iter().any(|e| e["rule"] == "membership: node 3 removed"
+            && e["from"].as_str().unwrap().starts_with("operator operator")),
+        "{notes:?}"
+    );
     // A node certificate does not reach the admin service's changes either.
     let out = c
         .command_as("node1")

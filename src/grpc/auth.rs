@@ -131,6 +131,20 @@ pub fn reader<T>(agent: &Agent, req: &Request<T>, rpc: &str, nodes_too: bool) ->
     }
 }
 
+/// Carries, on a call a follower forwards, who made it.
+pub const BY_HEADER: &str = "x-vantage-by";
+
+/// Who made a change, for the history: the certificate's holder, or, on a
+/// call a follower forwarded, the holder it names and the follower.
+pub fn actor<T>(caller: &Caller, req: &Request<T>) -> String {
+    let by = req.metadata().get(BY_HEADER).and_then(|v| v.to_str().ok());
+    match (caller, by) {
+        (Caller::Verified(Identity::Node(n)), Some(by)) => format!("{by} (via node {n})"),
+        (Caller::Plaintext, Some(by)) => by.to_string(),
+        (c, _) => c.to_string(),
+    }
+}
+
 /// Changes: an operator, or a node forwarding an operator's call to the leader.
 pub fn operator<T>(agent: &Agent, req: &Request<T>, rpc: &str) -> Result<Caller, Status> {
     let c = caller(agent, req)?;

@@ -91,6 +91,17 @@ impl ClusterService {
 }
 
 impl ClusterService {
+    /// Records a membership change in the history, with who made it.
+    async fn record(&self, what: &str, by: &str) {
+        let note = Command::Note {
+            text: format!("membership: {what}"),
+            by: by.to_string(),
+        };
+        if let Err(e) = self.agent.propose(note).await {
+            tracing::warn!("membership change not recorded in the history: {e}");
+        }
+    }
+
     /// Refuses a membership change after which the voters that answer now
     /// would not be a majority: the cluster could not commit again.
     async fn keeps_a_reachable_majority(&self, voters: &BTreeSet<NodeId>) -> Result<(), Status> {
@@ -302,9 +313,10 @@ impl Cluster for ClusterService {
     }
 
     async fn add_node(&self, req: Request<AddNodeRequest>) -> Result<Response<MembershipResponse>, Status> {
-        auth::operator(&self.agent, &req, "AddNode")?;
+        let caller = auth::operator(&self.agent, &req, "AddNode")?;
+        let by = auth::actor(&caller, &req);
         let forward = |ch, r| async move { ClusterClient::new(ch).add_node(r).await };
-        if let Some(resp) = super::on_leader(&self.agent, req.clone_for_forward(), forward).await? {
+        if let Some(resp) = super::on_leader(&self.agent, req.clone_for_forward(&by), forward).await? {
             return Ok(resp);
         }
         let AddNodeRequest { id, addr } = req.into_inner();
@@ -368,17 +380,20 @@ impl Cluster for ClusterService {
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
             .await
             .map_err(status::client_write)?;
+        let message = format!("node {id} at {addr} joined as a voter");
+        self.record(&message, &by).await;
         Ok(Response::new(MembershipResponse {
             log_index: resp.log_id.index,
             members: self.member_list(),
-            message: format!("node {id} at {addr} joined as a voter"),
+            message,
         }))
     }
 
     async fn remove_node(&self, req: Request<RemoveNodeRequest>) -> Result<Response<MembershipResponse>, Status> {
-        auth::operator(&self.agent, &req, "RemoveNode")?;
+        let caller = auth::operator(&self.agent, &req, "RemoveNode")?;
+        let by = auth::actor(&caller, &req);
         let forward = |ch, r| async move { ClusterClient::new(ch).remove_node(r).await };
-        if let Some(resp) = super::on_leader(&self.agent, req.clone_for_forward(), forward).await? {
+        if let Some(resp) = super::on_leader(&self.agent, req.clone_for_forward(&by), forward).await? {
             return Ok(resp);
         }
         let id = req.into_inner().id;
@@ -404,15 +419,18 @@ impl Cluster for ClusterService {
             .change_membership(change)
             .await
             .map_err(status::client_write)?;
+        let message = format!("node {id} removed");
+        self.record(&message, &by).await;
         Ok(Response::new(MembershipResponse {
             log_index: resp.log_id.index,
             members: self.member_list(),
-            message: format!("node {id} removed"),
+            message,
         }))
     }
 
     async fn propose_note(&self, req: Request<ProposeNoteRequest>) -> Result<Response<ProposeResponse>, Status> {
-        auth::operator(&self.agent, &req, "ProposeNote")?;
+        let caller = auth::operator(&self.agent, &req, "ProposeNote")?;
+        let by = auth::actor(&caller, &req);
         let text = req.into_inner().text;
         if text.len() > MAX_NOTE_BYTES {
             return Err(Status::invalid_argument(format!(
@@ -427,7 +445,7 @@ impl Cluster for ClusterService {
         }
         let done = self
             .agent
-            .propose(Command::Note { text })
+            .propose(Command::Note { text, by })
             .await
             .map_err(status::propose)?;
         Ok(Response::new(ProposeResponse {
@@ -437,15 +455,19 @@ impl Cluster for ClusterService {
     }
 }
 
-/// A request copy that keeps the metadata a forwarding decision looks at.
+/// A request copy that keeps the metadata a forwarding decision looks at,
+/// and says who made the call.
 trait CloneForForward<T> {
-    fn clone_for_forward(&self) -> Request<T>;
+    fn clone_for_forward(&self, by: &str) -> Request<T>;
 }
 
 impl<T: Clone> CloneForForward<T> for Request<T> {
-    fn clone_for_forward(&self) -> Request<T> {
+    fn clone_for_forward(&self, by: &str) -> Request<T> {
         let mut r = Request::new(self.get_ref().clone());
         *r.metadata_mut() = self.metadata().clone();
+        if let Ok(v) = tonic::metadata::MetadataValue::try_from(by) {
+            r.metadata_mut().insert(auth::BY_HEADER, v);
+        }
         r
     }
 }

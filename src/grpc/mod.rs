@@ -154,9 +154,13 @@ where
         .connector()
         .channel(&addr)
         .map_err(|e| Status::unavailable(e.to_string()))?;
+    let by = req.metadata().get(auth::BY_HEADER).cloned();
     let mut fwd = Request::new(req.into_inner());
     fwd.metadata_mut()
         .insert(FORWARDED_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+    if let Some(by) = by {
+        fwd.metadata_mut().insert(auth::BY_HEADER, by);
+    }
     fwd.set_timeout(agent.config().raft.join_timeout.0 + std::time::Duration::from_secs(5));
     call(channel, fwd).await.map(Some)
 }

@@ -146,9 +146,15 @@ impl AppState {
             }
         }
         let reply = match &p.command {
-            Command::Note { text } => {
+            Command::Note { text, by } => {
                 self.notes_applied += 1;
                 self.last_note = text.clone();
+                let from = if by.is_empty() {
+                    format!("node {}", p.origin)
+                } else {
+                    by.clone()
+                };
+                self.event(index, EventKind::Note, Note::change("", &from, "", text));
                 reply(now, true, format!("note {} recorded", self.notes_applied))
             }
             Command::DnsAudit(a) => {

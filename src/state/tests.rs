@@ -44,7 +44,10 @@ fn note(origin: u64, t: u64, text: &str) -> Proposal {
     Proposal {
         origin,
         log_time_ms: t,
-        command: Command::Note { text: text.into() },
+        command: Command::Note {
+            text: text.into(),
+            by: String::new(),
+        },
     }
 }
 

@@ -262,6 +262,7 @@ mod tests {
                             1,
                             now,
                             Command::Note {
+                                by: String::new(),
                                 text: format!("note {index}"),
                             },
                         )
