@@ -349,3 +349,171 @@ fn joining_an_address_where_nothing_answers_fails_and_leaves_the_voters_unchange
     assert_eq!(common::voters(&c.status(1)), vec![1, 2, 3]);
     c.note(3, "the cluster still commits");
 }
+
+#[test]
+fn a_flood_of_watch_streams_and_a_64_mib_request_leave_status_answering() {
+    use vantage::proto::v1::cluster_client::ClusterClient;
+    use vantage::proto::v1::history_client::HistoryClient;
+    use vantage::proto::v1::{GetStatusRequest, ProposeNoteRequest, WatchRequest};
+
+    let (c, _port, _) = cluster(57);
+    let conn = c.connector_as("operator");
+    let addr = c.addr(1).to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let ch = conn.channel(&addr).unwrap();
+        // 500 Watch streams from one operator: a bounded number is served.
+        let mut open = Vec::new();
+        let (mut served, mut refused) = (0, 0);
+        for _ in 0..500 {
+            let mut h = HistoryClient::new(ch.clone());
+            match h
+                .watch(WatchRequest {
+                    endpoint: String::new(),
+                    after_id: 0,
+                })
+                .await
+            {
+                Ok(stream) => {
+                    served += 1;
+                    open.push(stream.into_inner());
+                }
+                Err(s) => {
+                    assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s}");
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!((served, refused), (64, 436));
+        // A 64 MiB request is refused by size, not read into memory and proposed.
+        let mut big = ClusterClient::new(ch.clone()).max_encoding_message_size(usize::MAX);
+        let err = big
+            .propose_note(ProposeNoteRequest {
+                text: "x".repeat(64 << 20),
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err.code(),
+                tonic::Code::OutOfRange | tonic::Code::ResourceExhausted | tonic::Code::InvalidArgument
+            ),
+            "{err}"
+        );
+        // GetStatus keeps answering on the same connection, with the streams still open.
+        let mut status = ClusterClient::new(ch);
+        let mut took = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            status
+                .get_status(GetStatusRequest { linearizable: false })
+                .await
+                .expect("status answers");
+            took.push(t.elapsed());
+        }
+        took.sort();
+        println!(
+            "GetStatus with 64 watch streams open: median {:?}, max {:?}",
+            took[10], took[19]
+        );
+        drop(open);
+    });
+}
+
+/// How often node `id` reloaded its TLS files so far.
+fn reloads(c: &Cluster, id: u64) -> usize {
+    c.log_text(id).matches("TLS files changed: reloaded").count()
+}
+
+/// Waits until every node in `ids` reloaded since `before`.
+fn wait_reloaded(c: &Cluster, ids: &[u64], before: &[usize; 4]) {
+    let ok = wait_for("the agents to reload their TLS files", LONG, || {
+        ids.iter()
+            .all(|id| reloads(c, *id) > before[*id as usize])
+            .then_some(())
+    });
+    assert!(ok.is_some(), "{}", c.logs());
+}
+
+fn counts(c: &Cluster) -> [usize; 4] {
+    [0, reloads(c, 1), reloads(c, 2), reloads(c, 3)]
+}
+
+#[test]
+fn rotating_keys_causes_no_election_and_a_new_ca_cuts_the_old_certificates_off() {
+    let (c, _port, _) = cluster(51);
+    let terms = |c: &Cluster| -> Vec<u64> { (1..=3).map(|id| c.status(id)["term"].as_u64().unwrap()).collect() };
+    let before = terms(&c);
+    let certs = c.certs.clone().unwrap();
+    let d = certs.to_str().unwrap().to_string();
+
+    // Node 2 gets a new key and certificate under the same id.
+    let n = counts(&c);
+    c.issue_node_cert(2, c.addr(2));
+    wait_reloaded(&c, &[2], &n);
+    c.note(2, "after rotating node 2's key");
+
+    // A new CA, the way an operator rolls one out: trust both, re-issue, trust only the new one.
+    let ca2 = c.dir.path().join("ca2");
+    let ca2s = ca2.to_str().unwrap().to_string();
+    c.tls_tool(&["ca", "--dir", &ca2s, "--cluster", CLUSTER]);
+    let old_ca = std::fs::read_to_string(certs.join("ca.pem")).unwrap();
+    let new_ca = std::fs::read_to_string(ca2.join("ca.pem")).unwrap();
+    let n = counts(&c);
+    std::fs::write(certs.join("ca.pem"), format!("{old_ca}{new_ca}")).unwrap();
+    wait_reloaded(&c, &[1, 2, 3], &n);
+    let n = counts(&c);
+    for id in 1..=3u64 {
+        c.tls_tool(&[
+            "node",
+            "--dir",
+            &ca2s,
+            "--id",
+            &id.to_string(),
+            "--addr",
+            c.addr(id),
+            "--out",
+            &d,
+        ]);
+    }
+    c.tls_tool(&[
+        "client",
+        "--dir",
+        &ca2s,
+        "--name",
+        "operator2",
+        "--role",
+        "operator",
+        "--out",
+        &d,
+    ]);
+    wait_reloaded(&c, &[1, 2, 3], &n);
+    let n = counts(&c);
+    std::fs::write(certs.join("ca.pem"), &new_ca).unwrap();
+    wait_reloaded(&c, &[1, 2, 3], &n);
+
+    // The old CA's operator certificate is cut off; the new one works.
+    let ca = certs.join("ca.pem");
+    let old = status_with(&c, &ca, &certs.join("operator.pem"), &certs.join("operator.key"));
+    assert!(!old.status.success(), "a certificate of the replaced CA was accepted");
+    let new = status_with(&c, &ca, &certs.join("operator2.pem"), &certs.join("operator2.key"));
+    assert!(new.status.success(), "{}", String::from_utf8_lossy(&new.stderr));
+    let note = c
+        .command_as("operator2")
+        .args(["cluster", "note", "--addr", c.addr(3), "after the new CA"])
+        .output()
+        .unwrap();
+    assert!(note.status.success(), "{}", String::from_utf8_lossy(&note.stderr));
+    // No election through any of it.
+    let s = |id| {
+        let out = c
+            .command_as("operator2")
+            .args(["cluster", "status", "--addr", c.addr(id), "--json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["term"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!((1..=3).map(s).collect::<Vec<_>>(), before);
+}
