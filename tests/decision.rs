@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use common::{wait_for, Cluster, Port};
 use serde_json::Value;
-use vantage::agent::{Committed, ProposeError};
+use vantage::agent::ProposeError;
 use vantage::codec::ForwardRequest;
 use vantage::detect::{Evidence, Health};
-use vantage::proto::raft::RaftMessage;
 use vantage::types::{Change, Command as Cmd, Seq};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -23,8 +22,7 @@ const OTHER: &str = "web/127.0.47.201";
 
 /// The endpoint as node `node` reports it.
 fn endpoint(c: &Cluster, node: u64, id: &str) -> Option<Value> {
-    let e = c.endpoints(node)?;
-    e["endpoints"].as_array()?.iter().find(|x| x["id"] == id).cloned()
+    c.endpoint(node, id)
 }
 
 fn obs(ep: &Value, agent: u64) -> Option<Value> {
@@ -36,22 +34,6 @@ fn obs(ep: &Value, agent: u64) -> Option<Value> {
 }
 
 /// Sends a forged or odd proposal to the leader's internal Forward RPC.
-/// Sends it as node 1, with node 1's certificate.
-fn forward(
-    c: &Cluster,
-    addr: &str,
-    req: &ForwardRequest,
-) -> Result<Result<Committed, ProposeError>, Box<tonic::Status>> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let connector = c.connector_as("node1");
-    rt.block_on(async {
-        let mut client = connector.raft_client(addr).unwrap();
-        let payload = serde_json::to_vec(req).unwrap();
-        let resp = client.forward(RaftMessage { payload }).await.map_err(Box::new)?;
-        Ok(serde_json::from_slice(&resp.into_inner().payload).unwrap())
-    })
-}
-
 fn observe(sender: u64, agent: u64, endpoint: &str) -> ForwardRequest {
     ForwardRequest {
         sender,
@@ -147,13 +129,16 @@ fn quorum_decides_forgeries_are_refused_and_dead_agents_expire() {
 
     // Forged reports are refused at proposal time and change nothing.
     let leader_addr = c.addr(leader).to_string();
-    let stranger = forward(&c, &leader_addr, &observe(99, 99, EP)).unwrap_err();
+    let stranger = c.forward_as("node1", &leader_addr, &observe(99, 99, EP)).unwrap_err();
     assert_eq!(stranger.code(), tonic::Code::PermissionDenied, "{stranger}");
-    match forward(&c, &leader_addr, &observe(1, 2, EP)).unwrap() {
+    match c.forward_as("node1", &leader_addr, &observe(1, 2, EP)).unwrap() {
         Err(ProposeError::Refused(why)) => assert!(why.contains("claims agent"), "{why}"),
         other => panic!("a report for another agent was not refused: {other:?}"),
     }
-    match forward(&c, &leader_addr, &observe(1, 1, "web/192.0.2.1")).unwrap() {
+    match c
+        .forward_as("node1", &leader_addr, &observe(1, 1, "web/192.0.2.1"))
+        .unwrap()
+    {
         Err(ProposeError::Refused(why)) => assert!(why.contains("not in the catalog"), "{why}"),
         other => panic!("a report for an unlisted endpoint was not refused: {other:?}"),
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{pool, wait_for, Cluster, Port, CLUSTER};
 use openraft::{CommittedLeaderId, LeaderId, LogId, Vote};
 use serde_json::Value;
-use vantage::agent::{Committed, ProposeError};
+use vantage::agent::ProposeError;
 use vantage::codec::{self, ForwardRequest};
 use vantage::detect::{Evidence, Health};
 use vantage::network::Connector;
@@ -35,12 +35,7 @@ fn cluster(net: u8) -> (Cluster, Port, String) {
     c.bootstrap();
     c.wait_leader(&[1, 2, 3], LONG);
     let up = wait_for("every agent's view of the endpoint counted", LONG, || {
-        let e = c.endpoints(1)?;
-        let ep = e["endpoints"]
-            .as_array()?
-            .iter()
-            .find(|x| x["id"] == ep.as_str())?
-            .clone();
+        let ep = c.endpoint(1, &ep)?;
         (ep["observations"]
             .as_array()?
             .iter()
@@ -56,14 +51,7 @@ fn cluster(net: u8) -> (Cluster, Port, String) {
 /// Every node's term, and the endpoint's decision on node 1.
 fn fingerprint(c: &Cluster, ep: &str) -> (Vec<u64>, String) {
     let terms = (1..=3).map(|id| c.status(id)["term"].as_u64().unwrap()).collect();
-    let e = c.endpoints(1).unwrap();
-    let ep = e["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["id"] == ep)
-        .unwrap()
-        .clone();
+    let ep = c.endpoint(1, ep).unwrap();
     (terms, ep["decision"].as_str().unwrap().to_string())
 }
 
@@ -140,23 +128,6 @@ fn strangers_are_refused_at_the_handshake_and_change_nothing() {
     assert!(log.contains("TLS handshake failed"), "refusals are logged:\n{log}");
 }
 
-/// Sends `req` to `addr`'s Forward RPC as node 3 (a connector of its own:
-/// channels live on the runtime that made them).
-fn forward(
-    c: &Cluster,
-    addr: &str,
-    req: &ForwardRequest,
-) -> Result<Result<Committed, ProposeError>, Box<tonic::Status>> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (ca, cert, key) = c.cert_files("node3").unwrap();
-    let node3 = connector(ca, cert, key);
-    rt.block_on(async {
-        let mut client = node3.raft_client(addr).unwrap();
-        let resp = client.forward(codec::encode(req).unwrap()).await.map_err(Box::new)?;
-        Ok(codec::decode(&resp.into_inner().payload).unwrap())
-    })
-}
-
 fn report(sender: u64, agent: u64, seq: Seq, ep: &str) -> ForwardRequest {
     ForwardRequest {
         sender,
@@ -183,16 +154,18 @@ fn a_valid_node_certificate_cannot_speak_for_another_node_or_send_impossible_num
     let laddr = c.addr(leader).to_string();
 
     // A report for agent 2, sent honestly as node 3: refused by the admission rule.
-    match forward(&c, &laddr, &report(3, 2, Seq { boot: 1, n: 1 }, &ep)) {
+    match c.forward_as("node3", &laddr, &report(3, 2, Seq { boot: 1, n: 1 }, &ep)) {
         Ok(Err(ProposeError::Refused(why))) => assert!(why.contains("claims agent 2"), "{why}"),
         other => panic!("a report for another agent was not refused: {other:?}"),
     }
     // Node 3's certificate claiming to be node 2 as the sender.
-    let err = forward(&c, &laddr, &report(2, 2, Seq { boot: 1, n: 1 }, &ep)).unwrap_err();
+    let err = c
+        .forward_as("node3", &laddr, &report(2, 2, Seq { boot: 1, n: 1 }, &ep))
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
     // A report of its own with a sequence at the end of the number range.
     let forged = Seq { boot: u64::MAX, n: 1 };
-    match forward(&c, &laddr, &report(3, 3, forged, &ep)) {
+    match c.forward_as("node3", &laddr, &report(3, 3, forged, &ep)) {
         Ok(Err(ProposeError::Refused(why))) => assert!(why.contains("beyond any reachable"), "{why}"),
         other => panic!("an impossible sequence was not refused: {other:?}"),
     }
@@ -241,12 +214,7 @@ fn a_valid_node_certificate_cannot_speak_for_another_node_or_send_impossible_num
     let seq0 = seq_of(&c).unwrap();
     let t0 = Instant::now();
     let later = wait_for("agent 3's next heartbeats applied", LONG, || {
-        let e = c.endpoints(1)?;
-        let ep = e["endpoints"]
-            .as_array()?
-            .iter()
-            .find(|x| x["id"] == ep.as_str())?
-            .clone();
+        let ep = c.endpoint(1, &ep)?;
         let o = ep["observations"].as_array()?.iter().find(|o| o["agent"] == 3)?.clone();
         (seq_of(&c)? > seq0 + 2 && o["counted"] == true).then_some(o)
     });

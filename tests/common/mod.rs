@@ -172,6 +172,31 @@ impl Cluster {
         }
     }
 
+    /// Sends a proposal to `addr`'s internal Forward RPC as `name`
+    /// (`nodeN`), the way a follower hands one to the leader.
+    pub fn forward_as(
+        &self,
+        name: &str,
+        addr: &str,
+        req: &vantage::codec::ForwardRequest,
+    ) -> Result<Result<vantage::agent::Committed, vantage::agent::ProposeError>, Box<tonic::Status>> {
+        // A runtime and a connector of its own: channels live on the runtime that made them.
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let connector = self.connector_as(name);
+        rt.block_on(async {
+            let mut client = connector.raft_client(addr).expect("client");
+            let msg = vantage::codec::encode(req).expect("encode");
+            let resp = client.forward(msg).await.map_err(Box::new)?;
+            Ok(vantage::codec::decode(&resp.into_inner().payload).expect("an answer"))
+        })
+    }
+
+    /// Endpoint `id` as node `node` reports it.
+    pub fn endpoint(&self, node: u64, id: &str) -> Option<Value> {
+        let e = self.endpoints(node)?;
+        e["endpoints"].as_array()?.iter().find(|x| x["id"] == id).cloned()
+    }
+
     /// A `vantage` command that presents the operator's certificate.
     pub fn command(&self) -> Command {
         self.command_as("operator")

@@ -172,6 +172,20 @@ pub enum ClusterCmd {
     },
 }
 
+/// Where an issued certificate goes and how long it is valid.
+#[derive(clap::Args, Debug)]
+pub struct Issued {
+    /// Where to write (default: the CA directory).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Validity in days.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+    /// Start the validity this many days in the past (an expired certificate, for tests).
+    #[arg(long, default_value_t = 0, hide = true)]
+    pub backdate_days: u32,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum TlsCmd {
     /// Create the cluster's CA in DIR (ca.pem, ca.key 0600, cluster); never replaces one.
@@ -195,14 +209,8 @@ pub enum TlsCmd {
         /// host:port (or host) the node is reached at, repeatable: IP or DNS names in the certificate.
         #[arg(long = "addr")]
         addrs: Vec<String>,
-        /// Where to write (default: the CA directory).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        #[arg(long, default_value_t = 365)]
-        days: u32,
-        /// Start the validity this many days in the past (an expired certificate, for tests).
-        #[arg(long, default_value_t = 0, hide = true)]
-        backdate_days: u32,
+        #[command(flatten)]
+        issued: Issued,
     },
     /// Issue a certificate for an operator or a reader (OUT/NAME.pem, OUT/NAME.key).
     Client {
@@ -213,12 +221,8 @@ pub enum TlsCmd {
         /// operator (every call) or reader (status, endpoints, history, watch).
         #[arg(long)]
         role: String,
-        #[arg(long)]
-        out: Option<PathBuf>,
-        #[arg(long, default_value_t = 365)]
-        days: u32,
-        #[arg(long, default_value_t = 0, hide = true)]
-        backdate_days: u32,
+        #[command(flatten)]
+        issued: Issued,
     },
 }
 

@@ -4,7 +4,7 @@
 use vantage::tls::issue::{self, Validity};
 use vantage::tls::{Identity, Role};
 
-use crate::args::TlsCmd;
+use crate::args::{Issued, TlsCmd};
 use crate::Failure;
 
 pub fn run(cmd: TlsCmd) -> Result<(), Failure> {
@@ -18,19 +18,11 @@ pub fn run(cmd: TlsCmd) -> Result<(), Failure> {
             );
             Ok(())
         }
-        TlsCmd::Node {
-            dir,
-            id,
-            addrs,
-            out,
-            days,
-            backdate_days,
-        } => {
+        TlsCmd::Node { dir, id, addrs, issued } => {
             if id == 0 {
                 return Err(Failure::usage("--id: expected a positive node id, got 0"));
             }
-            let out = out.unwrap_or_else(|| dir.clone());
-            let validity = Validity { days, backdate_days };
+            let (out, validity) = issued.resolve(&dir);
             let (cert, key) = issue::issue(&dir, &Identity::Node(id), &addrs, &format!("node{id}"), &out, validity)
                 .map_err(Failure::usage)?;
             println!("node {id}: {} (key {})", cert.display(), key.display());
@@ -40,9 +32,7 @@ pub fn run(cmd: TlsCmd) -> Result<(), Failure> {
             dir,
             name,
             role,
-            out,
-            days,
-            backdate_days,
+            issued,
         } => {
             let role = Role::parse(&role)
                 .ok_or_else(|| Failure::usage(format!("--role: expected operator or reader, got {role:?}")))?;
@@ -51,15 +41,28 @@ pub fn run(cmd: TlsCmd) -> Result<(), Failure> {
                     "--name: expected letters, digits, '-', '_' or '.', got {name:?}"
                 )));
             }
-            let out = out.unwrap_or_else(|| dir.clone());
+            let (out, validity) = issued.resolve(&dir);
             let who = Identity::Client {
                 name: name.clone(),
                 role,
             };
-            let validity = Validity { days, backdate_days };
             let (cert, key) = issue::issue(&dir, &who, &[], &name, &out, validity).map_err(Failure::usage)?;
             println!("{who}: {} (key {})", cert.display(), key.display());
             Ok(())
         }
+    }
+}
+
+impl Issued {
+    /// The output directory (the CA's by default) and the validity.
+    fn resolve(self, ca_dir: &std::path::Path) -> (std::path::PathBuf, Validity) {
+        let out = self.out.unwrap_or_else(|| ca_dir.to_path_buf());
+        (
+            out,
+            Validity {
+                days: self.days,
+                backdate_days: self.backdate_days,
+            },
+        )
     }
 }
