@@ -93,10 +93,10 @@ impl Agent {
         let r = &config.raft;
         let raft_config = openraft::Config {
             cluster_name: "vantage".into(),
-            heartbeat_interval: r.heartbeat_interval.0.as_millis() as u64,
-            election_timeout_min: r.election_timeout_min.0.as_millis() as u64,
-            election_timeout_max: r.election_timeout_max.0.as_millis() as u64,
-            install_snapshot_timeout: (r.rpc_timeout.0.as_millis() as u64).max(5_000),
+            heartbeat_interval: r.heartbeat_interval.ms(),
+            election_timeout_min: r.election_timeout_min.ms(),
+            election_timeout_max: r.election_timeout_max.ms(),
+            install_snapshot_timeout: r.rpc_timeout.ms().max(5_000),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_every),
             max_in_snapshot_log_to_keep: r.keep_logs,
             // Leave room for the chunk header and gRPC framing.

@@ -184,3 +184,36 @@ fn garbage_and_strangers_do_not_crash_an_agent_or_move_its_term() {
     assert_eq!(s["leader_id"].as_u64(), Some(leader));
     c.note(follower, "still working");
 }
+
+#[test]
+fn config_check_has_no_side_effects_and_refuses_credentials_that_do_not_resolve() {
+    let listing = |d: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let text = GOOD.replace("data_dir = \"data\"", "data_dir = \"state/data\"");
+    let p = write(dir.path(), "node1.toml", &text);
+    let out = cli(&["config", "check", p.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(listing(dir.path()), vec!["node1.toml"], "config check created files");
+
+    // A Cloudflare token variable that is not set: check says so, as run would.
+    let cf = format!(
+        "{text}\n[dns]\nprovider = \"cloudflare\"\n[dns.cloudflare]\nzone = \"example.com\"\ntoken_env = \"VANTAGE_TEST_UNSET_TOKEN\"\n"
+    );
+    let p = write(dir.path(), "node1.toml", &cf);
+    let out = std::process::Command::new(common::BIN)
+        .args(["config", "check", p.to_str().unwrap()])
+        .env_remove("VANTAGE_TEST_UNSET_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("VANTAGE_TEST_UNSET_TOKEN"), "{err}");
+    assert_eq!(listing(dir.path()), vec!["node1.toml"]);
+}

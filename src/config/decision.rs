@@ -135,15 +135,15 @@ impl Config {
             .collect();
         Ok(Catalog {
             quorum: d.quorum,
-            observation_ttl_ms: d.observation_ttl.0.as_millis() as u64,
+            observation_ttl_ms: d.observation_ttl.ms(),
             initial: if d.initial == "unknown" {
                 Decision::Unknown
             } else {
                 Decision::Up
             },
             panic_threshold_ppm: (d.panic_threshold * 1_000_000.0).round() as u32,
-            panic_window_ms: d.panic_window.0.as_millis() as u64,
-            hold_down_ms: d.hold_down.0.as_millis() as u64,
+            panic_window_ms: d.panic_window.ms(),
+            hold_down_ms: d.hold_down.ms(),
             history_limit: d.history_limit,
             pools,
         })

@@ -242,6 +242,37 @@ impl Config {
                         "expected a positive number of requests per a positive rate_window",
                     ));
                 }
+                let bounds: [(&str, u64, u64, u64); 3] = [
+                    ("dns.cloudflare.batch_limit", c.batch_limit as u64, 1, 10_000),
+                    ("dns.cloudflare.max_attempts", u64::from(c.max_attempts), 1, 100),
+                    ("dns.cloudflare.rate_limit", u64::from(c.rate_limit), 1, 1_000_000),
+                ];
+                for (key, v, lo, hi) in bounds {
+                    if v < lo || v > hi {
+                        return Err(self.invalid(key, format!("expected {lo} to {hi}, got {v}")));
+                    }
+                }
+                for (key, v, lo, hi) in [
+                    (
+                        "dns.cloudflare.request_timeout",
+                        c.request_timeout,
+                        Duration::from_millis(100),
+                        Duration::from_secs(300),
+                    ),
+                    (
+                        "dns.cloudflare.rate_window",
+                        c.rate_window,
+                        Duration::from_secs(1),
+                        Duration::from_secs(86_400),
+                    ),
+                ] {
+                    if v.0 < lo || v.0 > hi {
+                        return Err(self.invalid(
+                            key,
+                            format!("expected a duration from {} to {}, got {v}", Dur(lo), Dur(hi)),
+                        ));
+                    }
+                }
                 self.hostnames_inside(&zone, "dns.cloudflare.zone")?;
             }
             ProviderConfig::ZoneFile(z) => {

@@ -49,6 +49,13 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+impl Dur {
+    /// Whole milliseconds, saturating (a validated duration is far below the limit).
+    pub fn ms(&self) -> u64 {
+        u64::try_from(self.0.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", humantime::format_duration(self.0))
@@ -345,10 +352,68 @@ impl Config {
         }
         self.validate_raft()?;
         self.validate_probes()?;
+        self.validate_ranges()?;
         self.validate_decision()?;
         self.validate_dns()?;
         self.tls_material()?;
         self.check_data_dir()
+    }
+
+    /// Every duration and count has a documented range: a value outside it is
+    /// a mistake (a unit slip, an extra digit) that would otherwise burn a
+    /// core, hold an endpoint out for ever or overflow log-time arithmetic.
+    fn validate_ranges(&self) -> Result<(), ConfigError> {
+        const MS: Duration = Duration::from_millis(1);
+        const S: Duration = Duration::from_secs(1);
+        const MIN: Duration = Duration::from_secs(60);
+        const H: Duration = Duration::from_secs(3600);
+        const DAY: Duration = Duration::from_secs(86_400);
+        let (r, p, d) = (&self.raft, &self.probe, &self.decision);
+        let durations = [
+            ("raft.heartbeat_interval", r.heartbeat_interval, 10 * MS, 10 * S),
+            ("raft.election_timeout_min", r.election_timeout_min, 20 * MS, MIN),
+            ("raft.election_timeout_max", r.election_timeout_max, 30 * MS, 2 * MIN),
+            ("raft.rpc_timeout", r.rpc_timeout, 10 * MS, MIN),
+            ("raft.connect_timeout", r.connect_timeout, 10 * MS, MIN),
+            ("raft.join_timeout", r.join_timeout, S, H),
+            ("raft.propose_timeout", r.propose_timeout, 100 * MS, 10 * MIN),
+            ("probe.interval", p.interval, 10 * MS, H),
+            ("probe.timeout", p.timeout, MS, H),
+            ("probe.heartbeat", p.heartbeat, 100 * MS, H),
+            ("probe.batch_window", p.batch_window, Duration::ZERO, 10 * S),
+            ("decision.observation_ttl", d.observation_ttl, 200 * MS, DAY),
+            ("decision.panic_window", d.panic_window, S, DAY),
+            ("decision.hold_down", d.hold_down, Duration::ZERO, DAY),
+            ("dns.reconcile_interval", self.dns.reconcile_interval, S, DAY),
+        ];
+        for (key, v, lo, hi) in durations {
+            // A zero where zero is meaningless keeps its own, older message.
+            if v.0.is_zero() && !lo.is_zero() {
+                return Err(self.invalid(key, "expected a duration greater than zero, got 0"));
+            }
+            if v.0 < lo || v.0 > hi {
+                return Err(self.invalid(
+                    key,
+                    format!("expected a duration from {} to {}, got {v}", Dur(lo), Dur(hi)),
+                ));
+            }
+        }
+        let counts: [(&str, u64, u64, u64); 8] = [
+            ("raft.snapshot_every", r.snapshot_every, 1, 10_000_000),
+            ("raft.keep_logs", r.keep_logs, 0, 10_000_000),
+            ("raft.max_message_bytes", r.max_message_bytes as u64, 64 * 1024, 1 << 30),
+            ("probe.fall", u64::from(p.fall), 1, 1000),
+            ("probe.rise", u64::from(p.rise), 1, 1000),
+            ("probe.max_concurrency", p.max_concurrency as u64, 1, 1 << 20),
+            ("decision.history_limit", u64::from(d.history_limit), 1, 1_000_000),
+            ("worker_threads", self.worker_threads as u64, 1, 256),
+        ];
+        for (key, v, lo, hi) in counts {
+            if v < lo || v > hi {
+                return Err(self.invalid(key, format!("expected {lo} to {hi}, got {v}")));
+            }
+        }
+        Ok(())
     }
 
     /// Secure by default: TLS, or loopback only, or a loud explicit opt-out.
@@ -442,8 +507,16 @@ impl Config {
                 format!("expected a writable directory; {what} {}: {e}", dir.display()),
             )
         };
-        std::fs::create_dir_all(dir).map_err(|e| fail("cannot create", e))?;
-        let probe = dir.join(".vantage-write-probe");
+        // Checked without creating anything: `config check` leaves no trace,
+        // and the store creates the directory when the agent starts.
+        let existing = dir.ancestors().find(|a| a.exists()).unwrap_or(Path::new("."));
+        if !existing.is_dir() {
+            return Err(self.invalid(
+                "data_dir",
+                format!("expected a directory, but {} is a file", existing.display()),
+            ));
+        }
+        let probe = existing.join(format!(".vantage-write-probe-{}", std::process::id()));
         std::fs::write(&probe, b"ok").map_err(|e| fail("cannot write in", e))?;
         let _ = std::fs::remove_file(&probe);
         Ok(())
@@ -597,5 +670,27 @@ mod tests {
             e.contains("raft.election_timeout_min: expected more than raft.heartbeat_interval"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_refused_naming_the_key() {
+        // (extra TOML, the key the error must name)
+        let cases = [
+            ("[decision]\nhold_down = \"18446744073709552s\"\n", "decision.hold_down"),
+            ("[decision]\nhold_down = \"400days\"\n", "decision.hold_down"),
+            ("[probe]\ninterval = \"1ns\"\ntimeout = \"1ns\"\n", "probe.interval"),
+            ("[probe]\nfall = 100000\n", "probe.fall"),
+            ("[raft]\nsnapshot_every = 100000000000\n", "raft.snapshot_every"),
+            ("[raft]\njoin_timeout = \"10days\"\n", "raft.join_timeout"),
+            ("[dns]\nreconcile_interval = \"10ms\"\n", "dns.reconcile_interval"),
+            ("[decision]\nhistory_limit = 4000000000\n", "decision.history_limit"),
+        ];
+        for (extra, key) in cases {
+            let e = check(&format!("{}\n{extra}", base(""))).unwrap_err().to_string();
+            assert!(e.contains(&format!("{key}: expected")), "{extra}: {e}");
+        }
+        // In range, the catalog's log-time values are exact.
+        let c = check(&format!("{}\n[decision]\nhold_down = \"1day\"\n", base(""))).unwrap();
+        assert_eq!(c.catalog().unwrap().hold_down_ms, 86_400_000);
     }
 }

@@ -274,6 +274,17 @@ impl Config {
             if interval.0.is_zero() {
                 return Err(self.invalid(&key("interval"), "expected a duration greater than zero, got 0"));
             }
+            if interval.0 < Duration::from_millis(10) || interval.0 > Duration::from_secs(3600) {
+                return Err(self.invalid(
+                    &key("interval"),
+                    format!("expected a duration from 10ms to 1h, got {interval}"),
+                ));
+            }
+            for (k, v) in [("fall", fall), ("rise", rise)] {
+                if v > 1000 {
+                    return Err(self.invalid(&key(k), format!("expected 1 to 1000 consecutive probes, got {v}")));
+                }
+            }
             if timeout.0.is_zero() || timeout > interval {
                 return Err(self.invalid(
                     &key("timeout"),

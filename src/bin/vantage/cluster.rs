@@ -71,7 +71,7 @@ pub fn rpc_failure(addr: &str, s: tonic::Status) -> Failure {
 
 pub fn print_json<T: Serialize>(v: &T) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(v).map_err(|e| Failure::runtime(e.to_string()))?;
-    println!("{text}");
+    say!("{text}");
     Ok(())
 }
 
@@ -103,7 +103,7 @@ pub async fn run(cmd: ClusterCmd) -> Result<(), Failure> {
             } else {
                 None
             };
-            print!("{}", render_status(&s, leader_view.as_ref()));
+            say_part!("{}", render_status(&s, leader_view.as_ref()));
             Ok(())
         }
         ClusterCmd::Join {
@@ -139,7 +139,7 @@ pub async fn run(cmd: ClusterCmd) -> Result<(), Failure> {
             if json {
                 return print_json(&r);
             }
-            println!(
+            say!(
                 "committed at index {} (log time {})",
                 r.log_index,
                 fmt_time(r.log_time_ms)
@@ -153,8 +153,8 @@ fn membership_out(r: &MembershipResponse, json: bool) -> Result<(), Failure> {
     if json {
         return print_json(r);
     }
-    println!("{}", r.message);
-    print!("{}", render_members(&r.members));
+    say!("{}", r.message);
+    say_part!("{}", render_members(&r.members));
     Ok(())
 }
 
@@ -207,7 +207,7 @@ async fn bootstrap(path: &Path, wait: Duration, json: bool) -> Result<(), Failur
         }
     };
     if !json {
-        println!("{}", r.message);
+        say!("{}", r.message);
     }
     // Wait for an elected leader so the command's success means a working cluster.
     let status = loop {
@@ -233,12 +233,12 @@ async fn bootstrap(path: &Path, wait: Duration, json: bool) -> Result<(), Failur
             term: status.term,
         });
     }
-    println!(
+    say!(
         "leader: node {} at {} (term {})",
         status.leader_id.unwrap_or(0),
         status.leader_addr,
         status.term
     );
-    print!("{}", render_members(&status.members));
+    say_part!("{}", render_members(&status.members));
     Ok(())
 }

@@ -249,7 +249,7 @@ impl Demo {
         loop {
             let v = self.view().await;
             if ok(&v) {
-                println!("[{:>5.1}s] {what}: {v}", start.elapsed().as_secs_f64());
+                say!("[{:>5.1}s] {what}: {v}", start.elapsed().as_secs_f64());
                 return Ok(start.elapsed());
             }
             if start.elapsed() > timeout {
@@ -270,7 +270,7 @@ impl Demo {
         match (words.first().copied(), n(1)) {
             (Some("down"), Some(e)) | (Some("up"), Some(e)) => {
                 self.endpoints[&e].store(words[0] == "up", Ordering::SeqCst);
-                println!(
+                say!(
                     "endpoint {e} ({}) now answers {}",
                     endpoint_ip(self.net, e),
                     if words[0] == "up" { 200 } else { 503 }
@@ -278,16 +278,16 @@ impl Demo {
             }
             (Some("kill"), Some(a)) => {
                 self.kill_agent(a)?;
-                println!("agent {a} killed (SIGKILL)");
+                say!("agent {a} killed (SIGKILL)");
             }
             (Some("start"), Some(a)) => {
                 self.start_agent(a)?;
-                println!("agent {a} started");
+                say!("agent {a} started");
             }
-            (Some("status"), _) => println!("{}", self.view().await),
+            (Some("status"), _) => say!("{}", self.view().await),
             (Some("quit"), _) | (Some("exit"), _) => return Ok(false),
             (None, _) => {}
-            _ => println!("commands: down E | up E (endpoint 1-3), kill A | start A (agent 1-3), status, quit"),
+            _ => say!("commands: down E | up E (endpoint 1-3), kill A | start A (agent 1-3), status, quit"),
         }
         Ok(true)
     }
@@ -315,7 +315,7 @@ impl Demo {
                     while let Ok(Some(e)) = stream.message().await {
                         after = e.id;
                         if matches!(e.kind.as_str(), "decision" | "dns" | "dns-write" | "panic" | "guard") {
-                            println!("  event: {}", crate::render::render_event(&e));
+                            say!("  event: {}", crate::render::render_event(&e));
                         }
                     }
                 }
@@ -338,7 +338,7 @@ impl Demo {
                 |v| v.contains(&format!("{ip1} down (out of DNS)")) && !v.contains(&format!("\"{ip1}\"")),
             )
             .await?;
-        println!(
+        say!(
             "failover: {:.1}s from `down 1` to the record leaving the zone",
             t.as_secs_f64()
         );
@@ -394,9 +394,9 @@ pub async fn run(opts: DemoOptions) -> Result<(), String> {
             .map_err(|err| format!("cannot serve endpoint {e} on {}:8080: {err}", endpoint_ip(opts.net, e)))?;
         demo.endpoints.insert(e, up);
     }
-    println!("vantage demo: files in {}", dir.display());
+    say!("vantage demo: files in {}", dir.display());
     let certs = dir.join("certs");
-    println!(
+    say!(
         "mutual TLS; to use the CLI on it: export VANTAGE_CA={} VANTAGE_CERT={} VANTAGE_KEY={}",
         certs.join("ca.pem").display(),
         certs.join("operator.pem").display(),
@@ -427,7 +427,7 @@ pub async fn run(opts: DemoOptions) -> Result<(), String> {
             .await
         {
             Ok(r) => {
-                println!("{}", r.into_inner().message);
+                say!("{}", r.into_inner().message);
                 break;
             }
             Err(e) if Instant::now() < deadline => {
@@ -447,18 +447,18 @@ pub async fn run(opts: DemoOptions) -> Result<(), String> {
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
     } else {
-        println!("commands: down E | up E (endpoint 1-3), kill A | start A (agent 1-3), status, quit");
+        say!("commands: down E | up E (endpoint 1-3), kill A | start A (agent 1-3), status, quit");
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break Ok(()),
-                _ = tick.tick() => println!("{}", demo.view().await),
+                _ = tick.tick() => say!("{}", demo.view().await),
                 line = lines.next_line() => match line {
                     Ok(Some(l)) => match demo.command(&l).await {
                         Ok(true) => {}
                         Ok(false) => break Ok(()),
-                        Err(e) => println!("error: {e}"),
+                        Err(e) => say!("error: {e}"),
                     },
                     _ => break Ok(()),
                 },
@@ -469,7 +469,7 @@ pub async fn run(opts: DemoOptions) -> Result<(), String> {
     if let Some(t) = _temp {
         let _ = std::fs::remove_dir_all(t);
     }
-    println!(
+    say!(
         "demo stopped; agents killed{}",
         if opts.dir.is_none() { " and files removed" } else { "" }
     );

@@ -4,6 +4,21 @@
 //! Exit codes: 0 success, 1 a runtime failure (unreachable node, refused
 //! request), 2 a usage or configuration error.
 
+/// Prints a line on standard output; a reader that went away (`| head -1`)
+/// ends the command quietly instead of with a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::say(format_args!($($arg)*), true)
+    };
+}
+
+/// Like [`say!`], without the line end.
+macro_rules! say_part {
+    ($($arg:tt)*) => {
+        $crate::say(format_args!($($arg)*), false)
+    };
+}
+
 mod args;
 mod cluster;
 mod demo;
@@ -35,6 +50,25 @@ impl Failure {
         Failure {
             code: 1,
             message: message.into(),
+        }
+    }
+}
+
+/// Writes to standard output; exits 0 when the reader has closed the pipe.
+pub fn say(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = if newline {
+        writeln!(out, "{args}")
+    } else {
+        write!(out, "{args}")
+    };
+    match written.and_then(|_| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: cannot write to standard output: {e}");
+            std::process::exit(1);
         }
     }
 }

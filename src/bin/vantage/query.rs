@@ -14,8 +14,10 @@ use crate::Failure;
 /// `vantage config check FILE`: validates and summarises a configuration.
 pub fn config_check(file: &Path) -> Result<(), Failure> {
     let c = load(file)?;
+    // The provider's credentials must resolve too, or `run` would fail where `check` said ok.
+    vantage::dns::from_config(&c).map_err(Failure::usage)?;
     let endpoints = c.endpoints().map(|e| e.len()).unwrap_or(0);
-    println!(
+    say!(
         "{}: ok (node {}, {} members, {} endpoints in {} pools, {} control targets, data_dir {})",
         file.display(),
         c.node_id,
@@ -45,10 +47,10 @@ pub async fn history(addr: String, endpoint: String, after: u64, limit: u32, jso
         return print_json(&r);
     }
     for e in &r.events {
-        println!("{}", render_event(e));
+        say!("{}", render_event(e));
     }
     if r.more {
-        println!("(more: --after {})", r.next_after_id);
+        say!("(more: --after {})", r.next_after_id);
     }
     Ok(())
 }
@@ -67,9 +69,9 @@ pub async fn watch(addr: String, endpoint: String, after: u64, json: bool) -> Re
     while let Some(e) = stream.message().await.map_err(|s| rpc_failure(&addr, s))? {
         if json {
             let line = serde_json::to_string(&e).map_err(|e| Failure::runtime(e.to_string()))?;
-            println!("{line}");
+            say!("{line}");
         } else {
-            println!("{}", render_event(&e));
+            say!("{}", render_event(&e));
         }
     }
     Err(Failure::runtime(format!(
@@ -89,10 +91,10 @@ pub async fn plan(addr: String, json: bool) -> Result<(), Failure> {
         return print_json(&r);
     }
     if r.provider.is_empty() {
-        println!("no DNS provider configured (dns.provider = \"none\"): nothing to write");
+        say!("no DNS provider configured (dns.provider = \"none\"): nothing to write");
         return Ok(());
     }
-    println!(
+    say!(
         "leader node {} (term {}), provider {}{}, decisions up to index {}",
         r.leader_id,
         r.term,
@@ -101,10 +103,10 @@ pub async fn plan(addr: String, json: bool) -> Result<(), Failure> {
         r.served_index
     );
     if r.changes.is_empty() {
-        println!("in sync: {} records", r.desired.len());
+        say!("in sync: {} records", r.desired.len());
     }
     for c in &r.changes {
-        println!("  {c}");
+        say!("  {c}");
     }
     Ok(())
 }
@@ -120,6 +122,6 @@ pub async fn endpoints(addr: String, prefix: String, linearizable: bool, json: b
     if json {
         return print_json(&r);
     }
-    print!("{}", render_endpoints(&r));
+    say_part!("{}", render_endpoints(&r));
     Ok(())
 }

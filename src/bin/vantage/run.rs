@@ -44,6 +44,13 @@ async fn serve(config: Config) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Failure::runtime(format!("{}: listen: cannot bind {addr}: {e}", config.source)))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        Failure::runtime(format!(
+            "{}: data_dir: cannot create {}: {e}",
+            config.source,
+            config.data_dir.display()
+        ))
+    })?;
     let tls = config.tls_material().map_err(|e| Failure::usage(e.to_string()))?;
     let connector = Connector::new(config.raft.connect_timeout.0, config.raft.max_message_bytes)
         .with_local_ip(addr.ip())

@@ -11,7 +11,7 @@ pub fn run(cmd: TlsCmd) -> Result<(), Failure> {
     match cmd {
         TlsCmd::Ca { dir, cluster, days } => {
             let files = issue::new_ca(&dir, &cluster, Validity { days, backdate_days: 0 }).map_err(Failure::usage)?;
-            println!(
+            say!(
                 "CA of cluster {cluster}: {} (key {}, mode 0600; keep it off the agents)",
                 files.cert().display(),
                 files.key().display()
@@ -25,7 +25,7 @@ pub fn run(cmd: TlsCmd) -> Result<(), Failure> {
             let (out, validity) = issued.resolve(&dir);
             let (cert, key) = issue::issue(&dir, &Identity::Node(id), &addrs, &format!("node{id}"), &out, validity)
                 .map_err(Failure::usage)?;
-            println!("node {id}: {} (key {})", cert.display(), key.display());
+            say!("node {id}: {} (key {})", cert.display(), key.display());
             Ok(())
         }
         TlsCmd::Client {
@@ -47,7 +47,7 @@ pub fn run(cmd: TlsCmd) -> Result<(), Failure> {
                 role,
             };
             let (cert, key) = issue::issue(&dir, &who, &[], &name, &out, validity).map_err(Failure::usage)?;
-            println!("{who}: {} (key {})", cert.display(), key.display());
+            say!("{who}: {} (key {})", cert.display(), key.display());
             Ok(())
         }
     }
