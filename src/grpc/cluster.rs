@@ -97,8 +97,10 @@ impl ClusterService {
             text: format!("membership: {what}"),
             by: by.to_string(),
         };
-        if let Err(e) = self.agent.propose(note).await {
-            tracing::warn!("membership change not recorded in the history: {e}");
+        match tokio::time::timeout(Duration::from_secs(5), self.agent.propose(note)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("membership change not recorded in the history: {e}"),
+            Err(_) => tracing::warn!("membership change not recorded in the history within 5 s"),
         }
     }
 
@@ -414,13 +416,21 @@ impl Cluster for ClusterService {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
+        let message = format!("node {id} removed");
+        // A leader that removes itself steps down as the change commits and
+        // can no longer commit the record: it records the change first.
+        let itself = id == self.agent.id();
+        if itself {
+            self.record(&message, &by).await;
+        }
         let resp = self
             .agent
             .change_membership(change)
             .await
             .map_err(status::client_write)?;
-        let message = format!("node {id} removed");
-        self.record(&message, &by).await;
+        if !itself {
+            self.record(&message, &by).await;
+        }
         Ok(Response::new(MembershipResponse {
             log_index: resp.log_id.index,
             members: self.member_list(),
