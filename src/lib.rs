@@ -37,10 +37,14 @@
 //! - [`codec`]: the internal service's wire format, shared by client and server.
 //! - [`network`]: outgoing gRPC to peers (channel cache, bound source
 //!   address, openraft network) and which peers may talk to this node.
+//! - [`tls`]: mutual TLS: the identities certificates carry, the rustls
+//!   configurations, reloading, and issuing certificates.
 //! - [`grpc`]: incoming gRPC: the internal Raft service, the `vantage.v1`
-//!   admin and query API and server reflection.
+//!   admin and query API and server reflection, each call checked against
+//!   the caller's certificate.
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`clock`]: the injected wall clock (read by the leader only).
+//! - [`secret`]: files that hold secrets are readable by their owner only.
 //! - [`proto`]: generated protobuf and gRPC code.
 //!
 //! The command line, its output and `vantage demo` live in the binary
@@ -65,6 +69,7 @@ pub mod probe;
 pub mod propose;
 pub mod proto;
 pub mod reconcile;
+pub mod secret;
 pub mod state;
 pub mod store;
 pub mod tls;

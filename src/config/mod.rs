@@ -18,11 +18,13 @@ mod decision;
 mod dns;
 mod pools;
 mod probe;
+mod tls;
 
 pub use decision::DecisionConfig;
 pub use dns::{CloudflareSection, DnsConfig, ProviderConfig, ZonefileConfig};
 pub use pools::{EndpointConfig, PoolConfig};
 pub use probe::{Check, CheckConfig, ControlConfig, EndpointSpec, HttpCheck, HttpCheckConfig, ProbeDefaults};
+pub use tls::TlsConfig;
 
 /// A configuration problem, always naming the file and, where there is one, the key.
 #[derive(Debug, thiserror::Error)]
@@ -70,29 +72,6 @@ pub struct MemberConfig {
     pub id: NodeId,
     /// `host:port` where the member's gRPC server is reached by its peers.
     pub addr: String,
-}
-
-/// Where a node's TLS files are; relative paths are taken from the
-/// configuration file's directory. `vantage tls` writes them.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// The cluster CA bundle (several CA certificates while rotating).
-    pub ca: PathBuf,
-    /// This node's certificate, naming `vantage://CLUSTER/node/ID`.
-    pub cert: PathBuf,
-    /// Its private key (mode 0600).
-    pub key: PathBuf,
-}
-
-impl TlsConfig {
-    pub fn files(&self) -> crate::tls::TlsFiles {
-        crate::tls::TlsFiles {
-            ca: self.ca.clone(),
-            cert: self.cert.clone(),
-            key: self.key.clone(),
-        }
-    }
 }
 
 /// Raft timing, snapshot and transport knobs.
@@ -416,44 +395,6 @@ impl Config {
         Ok(())
     }
 
-    /// Secure by default: TLS, or loopback only, or a loud explicit opt-out.
-    fn validate_transport(&self, listen: SocketAddr) -> Result<(), ConfigError> {
-        match (&self.tls, self.insecure_plaintext) {
-            (Some(_), true) => Err(self.invalid(
-                "insecure_plaintext",
-                "cannot be set together with [tls]; remove one of them",
-            )),
-            (None, false) if !listen.ip().is_loopback() => Err(self.invalid(
-                "listen",
-                format!(
-                    "{listen} is not a loopback address and no [tls] is configured: peers and operators would be \
-                     unauthenticated. Configure [tls] (certificates from `vantage tls`), or set \
-                     insecure_plaintext = true to accept that"
-                ),
-            )),
-            _ => Ok(()),
-        }
-    }
-
-    /// The node's TLS material, checked: readable, a key only its owner can
-    /// read, and a certificate naming this very node.
-    pub fn tls_material(&self) -> Result<Option<std::sync::Arc<crate::tls::Tls>>, ConfigError> {
-        let Some(t) = &self.tls else { return Ok(None) };
-        let tls = crate::tls::Tls::load(t.files()).map_err(|e| self.invalid("tls", e.to_string()))?;
-        match tls.identity() {
-            crate::tls::Identity::Node(id) if id == self.node_id => Ok(Some(tls)),
-            other => Err(self.invalid(
-                "tls.cert",
-                format!(
-                    "{} names {other}, but this is node {}; issue it with `vantage tls node --id {}`",
-                    t.cert.display(),
-                    self.node_id,
-                    self.node_id
-                ),
-            )),
-        }
-    }
-
     fn validate_raft(&self) -> Result<(), ConfigError> {
         let r = &self.raft;
         for (key, d) in [
@@ -540,23 +481,6 @@ pub(crate) fn valid_hostname(h: &str) -> bool {
         })
 }
 
-/// Refuses a secret file (a key, a token) that other users can read: the
-/// message says what to do about it.
-pub fn check_private(path: &Path) -> Result<(), String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {}", e.kind()))?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(format!("readable by other users (mode {mode:o}); chmod 600 it"));
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
-}
-
 /// Checks `host:port` with a non-empty host and a numeric, non-zero port.
 fn check_host_port(addr: &str) -> Result<(), String> {
     let expected = || format!("expected host:port like \"10.0.0.1:7101\", got {addr:?}");
@@ -585,112 +509,4 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn base(extra: &str) -> String {
-        format!(
-            "node_id = 1\nlisten = \"127.0.0.1:7101\"\ndata_dir = \"/tmp/vantage-config-test\"\n{extra}\n\
-             [[members]]\nid = 1\naddr = \"127.0.0.1:7101\"\n[[members]]\nid = 2\naddr = \"127.0.0.1:7102\"\n"
-        )
-    }
-
-    fn check(text: &str) -> Result<Config, ConfigError> {
-        let c = Config::parse(text, "node1.toml")?;
-        c.validate()?;
-        Ok(c)
-    }
-
-    #[test]
-    fn a_valid_file_parses_with_defaults() {
-        let c = check(&base("")).unwrap();
-        assert_eq!(c.advertise_addr(), "127.0.0.1:7101");
-        assert_eq!(c.raft.heartbeat_interval.0, Duration::from_millis(100));
-    }
-
-    #[test]
-    fn unknown_key_is_named() {
-        let e = check(&base("colour = \"blue\"")).unwrap_err().to_string();
-        assert!(e.starts_with("node1.toml: colour"), "{e}");
-        assert!(e.contains("unknown field"), "{e}");
-        let e = check(&format!("{}\n[raft]\nheartbeet = \"1s\"\n", base("")))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("raft.heartbeet"), "{e}");
-    }
-
-    #[test]
-    fn bad_duration_names_key_and_expectation() {
-        let text = format!("{}\n[raft]\nheartbeat_interval = \"fast\"\n", base(""));
-        let e = check(&text).unwrap_err().to_string();
-        assert!(e.contains("raft.heartbeat_interval"), "{e}");
-        assert!(e.contains("expected a duration like \"1s\""), "{e}");
-        assert!(e.contains("\"fast\""), "{e}");
-    }
-
-    #[test]
-    fn zero_interval_is_refused() {
-        let text = format!("{}\n[raft]\nheartbeat_interval = \"0s\"\n", base(""));
-        let e = check(&text).unwrap_err().to_string();
-        assert!(
-            e.contains("raft.heartbeat_interval: expected a duration greater than zero"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn bad_address_is_refused() {
-        let text = base("").replace("\"127.0.0.1:7102\"", "\"127.0.0.1:notaport\"");
-        let e = check(&text).unwrap_err().to_string();
-        assert!(e.contains("members[1].addr: expected host:port"), "{e}");
-        let text = base("").replace("listen = \"127.0.0.1:7101\"", "listen = \"nowhere\"");
-        let e = check(&text).unwrap_err().to_string();
-        assert!(e.contains("listen: expected an address"), "{e}");
-    }
-
-    #[test]
-    fn duplicate_node_id_is_refused() {
-        let text = base("").replace("id = 2", "id = 1");
-        let e = check(&text).unwrap_err().to_string();
-        assert!(e.contains("members[1].id: duplicate node id 1"), "{e}");
-    }
-
-    #[test]
-    fn own_address_must_match_member_entry() {
-        let text = base("advertise = \"127.0.0.1:7999\"");
-        let e = check(&text).unwrap_err().to_string();
-        assert!(e.contains("members[0].addr"), "{e}");
-    }
-
-    #[test]
-    fn election_timeouts_must_be_ordered() {
-        let text = format!("{}\n[raft]\nelection_timeout_min = \"50ms\"\n", base(""));
-        let e = check(&text).unwrap_err().to_string();
-        assert!(
-            e.contains("raft.election_timeout_min: expected more than raft.heartbeat_interval"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn out_of_range_numbers_are_refused_naming_the_key() {
-        // (extra TOML, the key the error must name)
-        let cases = [
-            ("[decision]\nhold_down = \"18446744073709552s\"\n", "decision.hold_down"),
-            ("[decision]\nhold_down = \"400days\"\n", "decision.hold_down"),
-            ("[probe]\ninterval = \"1ns\"\ntimeout = \"1ns\"\n", "probe.interval"),
-            ("[probe]\nfall = 100000\n", "probe.fall"),
-            ("[raft]\nsnapshot_every = 100000000000\n", "raft.snapshot_every"),
-            ("[raft]\njoin_timeout = \"10days\"\n", "raft.join_timeout"),
-            ("[dns]\nreconcile_interval = \"10ms\"\n", "dns.reconcile_interval"),
-            ("[decision]\nhistory_limit = 4000000000\n", "decision.history_limit"),
-        ];
-        for (extra, key) in cases {
-            let e = check(&format!("{}\n{extra}", base(""))).unwrap_err().to_string();
-            assert!(e.contains(&format!("{key}: expected")), "{extra}: {e}");
-        }
-        // In range, the catalog's log-time values are exact.
-        let c = check(&format!("{}\n[decision]\nhold_down = \"1day\"\n", base(""))).unwrap();
-        assert_eq!(c.catalog().unwrap().hold_down_ms, 86_400_000);
-    }
-}
+mod tests;

@@ -158,7 +158,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 
 /// Reads the private key of a PEM file; refuses one other users can read.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    crate::config::check_private(path).map_err(|m| invalid(path, m))?;
+    crate::secret::check_private(path).map_err(|m| invalid(path, m))?;
     let pem = read(path)?;
     rustls_pemfile::private_key(&mut pem.as_slice())
         .map_err(|e| invalid(path, format!("not a PEM private key file: {e}")))?

@@ -66,7 +66,7 @@ impl Credentials {
             }
         }
         if let Some(path) = token_file {
-            crate::config::check_private(path).map_err(|e| format!("API token file {}: {e}", path.display()))?;
+            crate::secret::check_private(path).map_err(|e| format!("API token file {}: {e}", path.display()))?;
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("API token file {}: cannot read: {}", path.display(), e.kind()))?;
             let token = text.trim();

@@ -1,0 +1,107 @@
+use super::*;
+
+fn base(extra: &str) -> String {
+    format!(
+        "node_id = 1\nlisten = \"127.0.0.1:7101\"\ndata_dir = \"/tmp/vantage-config-test\"\n{extra}\n\
+         [[members]]\nid = 1\naddr = \"127.0.0.1:7101\"\n[[members]]\nid = 2\naddr = \"127.0.0.1:7102\"\n"
+    )
+}
+
+fn check(text: &str) -> Result<Config, ConfigError> {
+    let c = Config::parse(text, "node1.toml")?;
+    c.validate()?;
+    Ok(c)
+}
+
+#[test]
+fn a_valid_file_parses_with_defaults() {
+    let c = check(&base("")).unwrap();
+    assert_eq!(c.advertise_addr(), "127.0.0.1:7101");
+    assert_eq!(c.raft.heartbeat_interval.0, Duration::from_millis(100));
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let e = check(&base("colour = \"blue\"")).unwrap_err().to_string();
+    assert!(e.starts_with("node1.toml: colour"), "{e}");
+    assert!(e.contains("unknown field"), "{e}");
+    let e = check(&format!("{}\n[raft]\nheartbeet = \"1s\"\n", base("")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("raft.heartbeet"), "{e}");
+}
+
+#[test]
+fn bad_duration_names_key_and_expectation() {
+    let text = format!("{}\n[raft]\nheartbeat_interval = \"fast\"\n", base(""));
+    let e = check(&text).unwrap_err().to_string();
+    assert!(e.contains("raft.heartbeat_interval"), "{e}");
+    assert!(e.contains("expected a duration like \"1s\""), "{e}");
+    assert!(e.contains("\"fast\""), "{e}");
+}
+
+#[test]
+fn zero_interval_is_refused() {
+    let text = format!("{}\n[raft]\nheartbeat_interval = \"0s\"\n", base(""));
+    let e = check(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("raft.heartbeat_interval: expected a duration greater than zero"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_address_is_refused() {
+    let text = base("").replace("\"127.0.0.1:7102\"", "\"127.0.0.1:notaport\"");
+    let e = check(&text).unwrap_err().to_string();
+    assert!(e.contains("members[1].addr: expected host:port"), "{e}");
+    let text = base("").replace("listen = \"127.0.0.1:7101\"", "listen = \"nowhere\"");
+    let e = check(&text).unwrap_err().to_string();
+    assert!(e.contains("listen: expected an address"), "{e}");
+}
+
+#[test]
+fn duplicate_node_id_is_refused() {
+    let text = base("").replace("id = 2", "id = 1");
+    let e = check(&text).unwrap_err().to_string();
+    assert!(e.contains("members[1].id: duplicate node id 1"), "{e}");
+}
+
+#[test]
+fn own_address_must_match_member_entry() {
+    let text = base("advertise = \"127.0.0.1:7999\"");
+    let e = check(&text).unwrap_err().to_string();
+    assert!(e.contains("members[0].addr"), "{e}");
+}
+
+#[test]
+fn election_timeouts_must_be_ordered() {
+    let text = format!("{}\n[raft]\nelection_timeout_min = \"50ms\"\n", base(""));
+    let e = check(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("raft.election_timeout_min: expected more than raft.heartbeat_interval"),
+        "{e}"
+    );
+}
+
+#[test]
+fn out_of_range_numbers_are_refused_naming_the_key() {
+    // (extra TOML, the key the error must name)
+    let cases = [
+        ("[decision]\nhold_down = \"18446744073709552s\"\n", "decision.hold_down"),
+        ("[decision]\nhold_down = \"400days\"\n", "decision.hold_down"),
+        ("[probe]\ninterval = \"1ns\"\ntimeout = \"1ns\"\n", "probe.interval"),
+        ("[probe]\nfall = 100000\n", "probe.fall"),
+        ("[raft]\nsnapshot_every = 100000000000\n", "raft.snapshot_every"),
+        ("[raft]\njoin_timeout = \"10days\"\n", "raft.join_timeout"),
+        ("[dns]\nreconcile_interval = \"10ms\"\n", "dns.reconcile_interval"),
+        ("[decision]\nhistory_limit = 4000000000\n", "decision.history_limit"),
+    ];
+    for (extra, key) in cases {
+        let e = check(&format!("{}\n{extra}", base(""))).unwrap_err().to_string();
+        assert!(e.contains(&format!("{key}: expected")), "{extra}: {e}");
+    }
+    // In range, the catalog's log-time values are exact.
+    let c = check(&format!("{}\n[decision]\nhold_down = \"1day\"\n", base(""))).unwrap();
+    assert_eq!(c.catalog().unwrap().hold_down_ms, 86_400_000);
+}
