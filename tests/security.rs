@@ -409,16 +409,22 @@ fn counts(c: &Cluster) -> [usize; 4] {
 
 #[test]
 fn rotating_keys_causes_no_election_and_a_new_ca_cuts_the_old_certificates_off() {
-    let (c, _port, _) = cluster(51);
+    let (mut c, _port, _) = cluster(51);
     let terms = |c: &Cluster| -> Vec<u64> { (1..=3).map(|id| c.status(id)["term"].as_u64().unwrap()).collect() };
     let before = terms(&c);
     let certs = c.certs.clone().unwrap();
     let d = certs.to_str().unwrap().to_string();
 
-    // Node 2 gets a new key and certificate under the same id.
+    // Node 2 gets a new key and certificate under the same id, and is told with SIGHUP.
     let n = counts(&c);
     c.issue_node_cert(2, c.addr(2));
+    let hup = Command::new("kill")
+        .args(["-HUP", &c.pid(2).unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
     wait_reloaded(&c, &[2], &n);
+    assert!(c.is_running(2), "SIGHUP stopped the agent");
     c.note(2, "after rotating node 2's key");
 
     // A new CA, the way an operator rolls one out: trust both, re-issue, trust only the new one.
@@ -484,4 +490,32 @@ fn rotating_keys_causes_no_election_and_a_new_ca_cuts_the_old_certificates_off()
             .unwrap()
     };
     assert_eq!((1..=3).map(s).collect::<Vec<_>>(), before);
+}
+
+#[test]
+fn a_removal_that_would_leave_the_answering_voters_short_of_a_majority_is_refused() {
+    let (mut c, _port, _) = cluster(60);
+    let leader = c.wait_leader(&[1, 2, 3], LONG);
+    let mut others = (1..=3).filter(|id| *id != leader);
+    let (dead, other) = (others.next().unwrap(), others.next().unwrap());
+    c.kill(dead);
+    // Removing the other live voter would leave the leader and a dead node: no majority answers.
+    let out = c.cli(&[
+        "cluster",
+        "remove",
+        "--addr",
+        c.addr(leader),
+        "--id",
+        &other.to_string(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the removal went through");
+    assert!(
+        err.contains("FailedPrecondition") && err.contains("answer now"),
+        "{err}"
+    );
+    assert_eq!(common::voters(&c.status(leader)), vec![1, 2, 3]);
+    // Removing the dead one is fine: both that remain answer.
+    let out = c.cli(&["cluster", "remove", "--addr", c.addr(leader), "--id", &dead.to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

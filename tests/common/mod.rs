@@ -235,6 +235,14 @@ impl Cluster {
             "node_id = {id}\nlisten = \"{addr}\"\ndata_dir = \"data{id}\"\nlog_level = \"{}\"\n\n",
             self.log_level
         );
+        let loopback = addr
+            .rsplit_once(':')
+            .and_then(|(h, _)| h.parse::<std::net::IpAddr>().ok())
+            .is_some_and(|ip| ip.is_loopback());
+        if self.certs.is_none() && !loopback {
+            // Plaintext beyond loopback takes the explicit opt-out.
+            text += "insecure_plaintext = true\n\n";
+        }
         for m in 1..=members {
             text += &format!("[[members]]\nid = {m}\naddr = \"{}\"\n\n", (self.addr_of)(self.net, m));
         }

@@ -159,6 +159,11 @@ pub fn agent_addr(net: u8, id: u64) -> String {
 }
 
 pub fn world(n: u8, probe: &str, decision: &str) -> World {
+    world_with(n, probe, decision, true)
+}
+
+/// Like [`world`]; `tls` false runs the agents in plaintext (`insecure_plaintext`).
+pub fn world_with(n: u8, probe: &str, decision: &str, tls: bool) -> World {
     let mut lab = Lab::new(n);
     for id in 1..=3u8 {
         lab.host(&format!("a{id}"), 10 + id);
@@ -197,6 +202,9 @@ pub fn world(n: u8, probe: &str, decision: &str) -> World {
         )
     });
     c.on_hosts(agent_addr, move |id| format!("vt{n}a{id}"));
+    if !tls {
+        c.without_tls();
+    }
     c.start_all();
     c.bootstrap();
     c.wait_leader(&[1, 2, 3], LONG);
