@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use super::http::{CallError, Request};
 use super::wire::{
-    fmt_errors, has_code, is_auth_failure, normalize_name, same_content, BatchBody, CfRecord, DeleteId, PostRecord,
-    CODE_IDENTICAL_RECORD_EXISTS, CODE_RECORD_DOES_NOT_EXIST, CODE_RECORD_EXISTS,
+    fmt_errors, has_code, is_auth_failure, normalize_name, same_content, BatchBody, CfMessage, CfRecord, DeleteId,
+    PostRecord, CODE_IDENTICAL_RECORD_EXISTS, CODE_RECORD_DOES_NOT_EXIST, CODE_RECORD_EXISTS,
 };
 use super::{bump, lock, Cloudflare};
 use crate::dns::{Change, Outcome, ProviderError, Record, RecordType};
@@ -182,26 +182,39 @@ impl Cloudflare {
             write: true,
             what: &what,
         };
-        match self.call(&req).await {
+        self.write(&req, |status, errors, msg| {
+            if is_auth_failure(status, errors) {
+                WriteResult::Auth(msg)
+            } else if has_code(
+                errors,
+                &[
+                    CODE_RECORD_EXISTS,
+                    CODE_IDENTICAL_RECORD_EXISTS,
+                    CODE_RECORD_DOES_NOT_EXIST,
+                ],
+            ) {
+                WriteResult::Conflict(msg)
+            } else if status == 404 || status == 405 {
+                WriteResult::Unavailable(msg)
+            } else {
+                WriteResult::Rejected(msg)
+            }
+        })
+        .await
+    }
+
+    /// Sends one write; an API refusal (its message redacted) is judged by
+    /// `refused`, everything else means the same for every kind of write.
+    async fn write(
+        &self,
+        req: &Request<'_>,
+        refused: impl FnOnce(u16, &[CfMessage], String) -> WriteResult,
+    ) -> WriteResult {
+        match self.call(req).await {
             Ok(_) => WriteResult::Done,
             Err(CallError::Api { status, errors }) => {
-                let msg = self.redact(format!("{what}: HTTP {status}: {}", fmt_errors(&errors)));
-                if is_auth_failure(status, &errors) {
-                    WriteResult::Auth(msg)
-                } else if has_code(
-                    &errors,
-                    &[
-                        CODE_RECORD_EXISTS,
-                        CODE_IDENTICAL_RECORD_EXISTS,
-                        CODE_RECORD_DOES_NOT_EXIST,
-                    ],
-                ) {
-                    WriteResult::Conflict(msg)
-                } else if status == 404 || status == 405 {
-                    WriteResult::Unavailable(msg)
-                } else {
-                    WriteResult::Rejected(msg)
-                }
+                let msg = self.redact(format!("{}: HTTP {status}: {}", req.what, fmt_errors(&errors)));
+                refused(status, &errors, msg)
             }
             Err(CallError::Ambiguous(m)) => WriteResult::Ambiguous(m),
             Err(CallError::NotSent(m)) => WriteResult::NotSent(m),
@@ -231,26 +244,21 @@ impl Cloudflare {
                 what: &what,
             },
         };
-        match self.call(&req).await {
-            Ok(_) => WriteResult::Done,
-            Err(CallError::Api { status, errors }) => {
-                let msg = self.redact(format!("{what}: HTTP {status}: {}", fmt_errors(&errors)));
-                let already = match change {
-                    Change::Create(_) => has_code(&errors, &[CODE_RECORD_EXISTS, CODE_IDENTICAL_RECORD_EXISTS]),
-                    Change::Delete(_) => has_code(&errors, &[CODE_RECORD_DOES_NOT_EXIST]),
-                };
-                if already {
-                    tracing::info!("{msg}: counts as applied");
-                    WriteResult::Done
-                } else if is_auth_failure(status, &errors) {
-                    WriteResult::Auth(msg)
-                } else {
-                    WriteResult::Rejected(msg)
-                }
+        self.write(&req, |status, errors, msg| {
+            let already = match change {
+                Change::Create(_) => has_code(errors, &[CODE_RECORD_EXISTS, CODE_IDENTICAL_RECORD_EXISTS]),
+                Change::Delete(_) => has_code(errors, &[CODE_RECORD_DOES_NOT_EXIST]),
+            };
+            if already {
+                tracing::info!("{msg}: counts as applied");
+                WriteResult::Done
+            } else if is_auth_failure(status, errors) {
+                WriteResult::Auth(msg)
+            } else {
+                WriteResult::Rejected(msg)
             }
-            Err(CallError::Ambiguous(m)) => WriteResult::Ambiguous(m),
-            Err(CallError::NotSent(m)) => WriteResult::NotSent(m),
-        }
+        })
+        .await
     }
 
     /// Lists the names the pending changes touch and settles those already
