@@ -165,6 +165,27 @@ impl Agent {
         self.raft.metrics()
     }
 
+    /// Completes when Raft stops on its own, with the reason: a storage
+    /// error (a full disk, a failing device) or another fatal error. openraft
+    /// then stays stopped, so the agent must end rather than run half-dead.
+    pub async fn stopped(&self) -> String {
+        let mut m = self.raft.metrics();
+        loop {
+            {
+                let now = m.borrow_and_update();
+                if let Err(e) = &now.running_state {
+                    return e.to_string();
+                }
+                if now.state == ServerState::Shutdown {
+                    return "Raft shut down".into();
+                }
+            }
+            if m.changed().await.is_err() {
+                return "Raft's core task has ended".into();
+            }
+        }
+    }
+
     /// This node's current term.
     pub fn term(&self) -> u64 {
         self.metrics().current_term

@@ -97,6 +97,8 @@ pub enum RunError {
     Probes(#[from] propose::ObserverError),
     #[error("{0}")]
     Dns(String),
+    #[error("Raft stopped on its own, the data directory {dir} may be failing (full, read-only, damaged): {reason}; this agent exits so its supervisor can restart it once the disk is fixed")]
+    Stopped { dir: String, reason: String },
 }
 
 /// Runs one agent on an already-bound `listener` until `shutdown` completes,
@@ -141,7 +143,16 @@ pub async fn run(
         }
     };
     let reconcile_task = reconciler.clone().map(|r| tokio::spawn(r.run()));
-    let served = grpc::serve(agent.clone(), observer, reconciler, listener, shutdown).await;
+    let served = tokio::select! {
+        served = grpc::serve(agent.clone(), observer, reconciler, listener, shutdown) => served,
+        // A storage error stops openraft for good: end now, without waiting
+        // for open streams to close, so the exit code tells the supervisor.
+        reason = agent.stopped() => {
+            let e = RunError::Stopped { dir: agent.config().data_dir.display().to_string(), reason };
+            tracing::error!("{e}");
+            return Err(e);
+        }
+    };
     tracing::info!(node = agent.id(), "shutting down");
     catalog.abort();
     if let Some(t) = tls_watch {

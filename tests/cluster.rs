@@ -220,7 +220,7 @@ fn fourth_node_joins_as_voter_and_nodes_can_be_removed() {
     c.note(leader, "before the join");
 
     // Node 4's config names the existing members, from whom it accepts traffic.
-    c.add_config(4, 3);
+    c.add_config(4, 4);
     c.start(4);
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     let node4 = c.addr(4).to_string();

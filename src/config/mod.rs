@@ -329,6 +329,17 @@ impl Config {
                 ));
             }
         }
+        if !ids.contains(&self.node_id) {
+            return Err(self.invalid(
+                "node_id",
+                format!(
+                    "node {} is not among [[members]] (ids {}): list this node there too, at the address its \
+                     peers reach it at (a node that will join lists itself beside the current members)",
+                    self.node_id,
+                    ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
         self.validate_raft()?;
         self.validate_probes()?;
         self.validate_ranges()?;

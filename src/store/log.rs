@@ -8,6 +8,7 @@ use std::sync::Arc;
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogId, RaftLogReader, StorageIOError, Vote};
 
+use super::{Promised, SharedGuard};
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
 const VOTE: &[u8] = b"vote";
@@ -20,6 +21,8 @@ pub struct LogStore {
     log: sled::Tree,
     meta: sled::Tree,
     db: sled::Db,
+    /// What has been promised, recorded outside sled.
+    guard: SharedGuard,
     /// Last committed index seen, for status answers (0 = none).
     committed: Arc<AtomicU64>,
 }
@@ -37,11 +40,12 @@ fn read_err(e: impl std::error::Error + 'static) -> StorageError {
 }
 
 impl LogStore {
-    pub(super) fn new(log: sled::Tree, meta: sled::Tree, db: sled::Db) -> Self {
+    pub(super) fn new(log: sled::Tree, meta: sled::Tree, db: sled::Db, guard: SharedGuard) -> Self {
         LogStore {
             log,
             meta,
             db,
+            guard,
             committed: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -62,6 +66,11 @@ impl LogStore {
         let bytes = serde_json::to_vec(v).map_err(io_err)?;
         self.meta.insert(k, bytes).map_err(io_err)?;
         Ok(())
+    }
+
+    /// Records a promise in the guard file (synced before it returns).
+    fn promise(&self, f: impl FnOnce(&mut Promised)) -> std::io::Result<()> {
+        self.guard.lock().unwrap_or_else(|p| p.into_inner()).update(f)
     }
 
     async fn flush(&self) -> Result<(), StorageError> {
@@ -128,6 +137,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .flush_async()
             .await
             .map_err(|e| StorageIOError::write_vote(&e))?;
+        let vote = *vote;
+        self.promise(|p| p.vote = Some(vote))
+            .map_err(|e| StorageIOError::write_vote(&e))?;
         Ok(())
     }
 
@@ -162,18 +174,45 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut batch = sled::Batch::default();
+        let mut last = None;
         for entry in entries {
             let bytes = serde_json::to_vec(&entry).map_err(io_err)?;
             batch.insert(&key(entry.get_log_id().index), bytes);
+            last = Some(*entry.get_log_id());
         }
         self.log.apply_batch(batch).map_err(io_err)?;
-        let flushed = self.db.flush_async().await;
-        callback.log_io_completed(flushed.map(|_| ()).map_err(std::io::Error::other));
+        // sled first, then the guard: the guard never claims more than sled holds.
+        let flushed = self
+            .db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(std::io::Error::other)
+            .and_then(|()| match last {
+                Some(l) => self.promise(|p| p.last_log = Some(l)),
+                None => Ok(()),
+            });
+        callback.log_io_completed(flushed);
         Ok(())
     }
 
     // To ensure correctness: no hole is left; everything from `log_id` on goes.
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // The guard first this time: it must stop claiming the entries before
+        // sled drops them, or a crash in between would look like lost data.
+        let before = match log_id.index.checked_sub(1) {
+            Some(prev) => match self.log.get(key(prev)).map_err(read_err)? {
+                Some(v) => Some(*serde_json::from_slice::<Entry>(&v).map_err(read_err)?.get_log_id()),
+                None => self.get_meta::<Option<LogId>>(LAST_PURGED)?.flatten(),
+            },
+            None => None,
+        };
+        self.promise(|p| {
+            if p.last_log.is_some_and(|l| l.index >= log_id.index) {
+                p.last_log = before;
+            }
+        })
+        .map_err(io_err)?;
         let mut batch = sled::Batch::default();
         for item in self.log.range(key(log_id.index)..) {
             let (k, _) = item.map_err(read_err)?;
@@ -188,6 +227,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.put_meta(LAST_PURGED, &Some(log_id))?;
         self.flush().await?;
+        self.promise(|p| p.last_purged = Some(log_id)).map_err(io_err)?;
         let mut batch = sled::Batch::default();
         for item in self.log.range(..=key(log_id.index)) {
             let (k, _) = item.map_err(read_err)?;

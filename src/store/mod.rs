@@ -6,51 +6,55 @@
 //! that follow it (the log and `committed` are durable), so a restarted node
 //! needs no manual step.
 
+mod check;
+mod guard;
 mod log;
 mod sm;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+pub use check::{check_stopped, without_panic, CheckError, Damage, Facts, RECOVERY, SLED_DIR};
+pub use guard::{Guard, Promised, GUARD_FILE};
 pub use log::LogStore;
 pub use sm::{SmData, StateMachineStore};
 
 /// Errors opening the database.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    #[error(transparent)]
+    Check(#[from] CheckError),
     #[error("cannot open the sled database in {dir}: {source}")]
     Sled { dir: String, source: sled::Error },
     #[error("the snapshot stored in {dir} is unreadable: {message}")]
     Snapshot { dir: String, message: String },
 }
 
-/// Opens (or creates) the database in `dir` and returns the two halves openraft needs.
+/// The guard, shared by the two halves of the store.
+pub type SharedGuard = Arc<Mutex<Guard>>;
+
+/// Opens (or creates) the database in `dir` and returns the two halves
+/// openraft needs, after checking it holds everything this node promised
+/// (see [`check`]): a damaged directory is refused, never trusted.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError> {
-    let path = dir.join("sled");
-    let db = sled::Config::new()
-        .path(&path)
-        .mode(sled::Mode::LowSpace)
-        .cache_capacity(16 * 1024 * 1024)
-        .open()
-        .map_err(|source| OpenError::Sled {
-            dir: path.display().to_string(),
-            source,
-        })?;
-    open_db(db, &path.display().to_string())
+    let (db, guard, _facts) = check::open_checked(dir)?;
+    open_db(db, guard, &dir.join(SLED_DIR).display().to_string())
 }
 
-/// Builds the stores on an already-open database (tests use a temporary one).
-pub fn open_db(db: sled::Db, label: &str) -> Result<(LogStore, StateMachineStore), OpenError> {
+/// Builds the stores on an opened, checked database and its guard.
+fn open_db(db: sled::Db, guard: Guard, label: &str) -> Result<(LogStore, StateMachineStore), OpenError> {
     let sled_err = |source| OpenError::Sled {
         dir: label.to_string(),
         source,
     };
+    let guard: SharedGuard = Arc::new(Mutex::new(guard));
     let log = LogStore::new(
         db.open_tree("log").map_err(sled_err)?,
         db.open_tree("meta").map_err(sled_err)?,
         db.clone(),
+        guard.clone(),
     );
-    let sm = StateMachineStore::new(db.open_tree("snapshot").map_err(sled_err)?, db).map_err(|message| {
+    let sm = StateMachineStore::new(db.open_tree("snapshot").map_err(sled_err)?, db, guard).map_err(|message| {
         OpenError::Snapshot {
             dir: label.to_string(),
             message,

@@ -10,7 +10,7 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 
-use super::SharedSm;
+use super::{SharedGuard, SharedSm};
 use crate::state::AppState;
 use crate::types::{Entry, LogId, NodeId, Reply, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
@@ -31,6 +31,8 @@ pub struct StateMachineStore {
     data: SharedSm,
     snapshots: sled::Tree,
     db: sled::Db,
+    /// Records the persisted snapshot's log id outside sled.
+    guard: SharedGuard,
     /// Distinguishes snapshots built at the same log id.
     built: Arc<AtomicU64>,
     /// Notified after every applied batch (history watchers wait on it).
@@ -54,11 +56,12 @@ struct SnapshotBody {
 
 impl StateMachineStore {
     /// Creates the store and restores the state from the persisted snapshot, if any.
-    pub(super) fn new(snapshots: sled::Tree, db: sled::Db) -> Result<Self, String> {
+    pub(super) fn new(snapshots: sled::Tree, db: sled::Db, guard: SharedGuard) -> Result<Self, String> {
         let store = StateMachineStore {
             data: Arc::new(tokio::sync::RwLock::new(SmData::default())),
             snapshots,
             db,
+            guard,
             built: Arc::new(AtomicU64::new(0)),
             applied: Arc::new(tokio::sync::Notify::new()),
         };
@@ -111,6 +114,12 @@ impl StateMachineStore {
         batch.insert(SNAP_DATA, data);
         self.snapshots.apply_batch(batch).map_err(snap_err)?;
         self.db.flush_async().await.map_err(snap_err)?;
+        let covered = meta.last_log_id;
+        self.guard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(|p| p.snapshot = covered)
+            .map_err(snap_err)?;
         Ok(())
     }
 }

@@ -326,6 +326,22 @@ impl Cluster {
         }
     }
 
+    /// Waits up to `timeout` for node `id`'s agent to exit by itself; its status.
+    pub fn wait_exit(&mut self, id: u64, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let child = self.nodes.get_mut(&id)?.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.nodes.get_mut(&id)?.child = None;
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self, id: u64) -> Option<u32> {
         self.nodes.get(&id).and_then(|n| n.child.as_ref()).map(|c| c.id())
     }

@@ -110,6 +110,11 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: TlsCmd,
     },
+    /// Check a stopped node's data directory, or recover a node whose directory cannot be trusted.
+    Data {
+        #[command(subcommand)]
+        cmd: DataCmd,
+    },
     /// Work with configuration files.
     Config {
         #[command(subcommand)]
@@ -223,6 +228,29 @@ pub enum TlsCmd {
         role: String,
         #[command(flatten)]
         issued: Issued,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCmd {
+    /// Verify a stopped node's data directory against its guard file; changes nothing.
+    Check {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the node from the cluster, move its data directory aside, wait for its
+    /// agent to come up empty and join it back (learner, then voter).
+    Recover {
+        /// The node's own configuration (its id, address and data directory).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// A working member of the cluster.
+        #[arg(long, short)]
+        addr: String,
+        /// How long to wait for the agent to be started again.
+        #[arg(long, default_value = "5m", value_parser = parse_dur)]
+        wait: Dur,
     },
 }
 

@@ -59,7 +59,7 @@ pub fn channel(addr: &str) -> Result<Channel, Failure> {
         .map_err(|e| Failure::usage(format!("--addr: {e}")))
 }
 
-fn client(addr: &str) -> Result<ClusterClient<Channel>, Failure> {
+pub fn service_client(addr: &str) -> Result<ClusterClient<Channel>, Failure> {
     connector()
         .cluster_client(addr)
         .map_err(|e| Failure::usage(format!("--addr: {e}")))
@@ -75,8 +75,8 @@ pub fn print_json<T: Serialize>(v: &T) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn get_status(addr: &str, linearizable: bool) -> Result<ClusterStatus, Failure> {
-    let mut c = client(addr)?;
+pub async fn get_status(addr: &str, linearizable: bool) -> Result<ClusterStatus, Failure> {
+    let mut c = service_client(addr)?;
     let mut req = tonic::Request::new(GetStatusRequest { linearizable });
     req.set_timeout(Duration::from_secs(10));
     c.get_status(req)
@@ -112,7 +112,7 @@ pub async fn run(cmd: ClusterCmd) -> Result<(), Failure> {
             node_addr,
             json,
         } => {
-            let mut c = client(&addr)?;
+            let mut c = service_client(&addr)?;
             let r = c
                 .add_node(AddNodeRequest { id, addr: node_addr })
                 .await
@@ -121,7 +121,7 @@ pub async fn run(cmd: ClusterCmd) -> Result<(), Failure> {
             membership_out(&r, json)
         }
         ClusterCmd::Remove { addr, id, json } => {
-            let mut c = client(&addr)?;
+            let mut c = service_client(&addr)?;
             let r = c
                 .remove_node(RemoveNodeRequest { id })
                 .await
@@ -130,7 +130,7 @@ pub async fn run(cmd: ClusterCmd) -> Result<(), Failure> {
             membership_out(&r, json)
         }
         ClusterCmd::Note { addr, text, json } => {
-            let mut c = client(&addr)?;
+            let mut c = service_client(&addr)?;
             let r = c
                 .propose_note(ProposeNoteRequest { text })
                 .await
@@ -149,7 +149,7 @@ pub async fn run(cmd: ClusterCmd) -> Result<(), Failure> {
     }
 }
 
-fn membership_out(r: &MembershipResponse, json: bool) -> Result<(), Failure> {
+pub fn membership_out(r: &MembershipResponse, json: bool) -> Result<(), Failure> {
     if json {
         return print_json(r);
     }
@@ -189,7 +189,7 @@ async fn bootstrap(path: &Path, wait: Duration, json: bool) -> Result<(), Failur
             lag: None,
         })
         .collect();
-    let mut c = client(&addr)?;
+    let mut c = service_client(&addr)?;
     // The agents may still be starting: retry while the node is not reachable.
     let deadline = Instant::now() + wait;
     let r = loop {

@@ -21,6 +21,7 @@ macro_rules! say_part {
 
 mod args;
 mod cluster;
+mod data;
 mod demo;
 mod query;
 mod render;
@@ -31,7 +32,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use args::{Cli, Cmd, ConfigCmd};
+use args::{Cli, Cmd, ConfigCmd, DataCmd};
 
 /// A failure with the exit code it maps to.
 pub struct Failure {
@@ -100,6 +101,12 @@ fn main() -> ExitCode {
             cmd: ConfigCmd::Check { file },
         } => query::config_check(&file),
         Cmd::Cluster { cmd } => block(cluster::run(cmd)),
+        Cmd::Data {
+            cmd: DataCmd::Check { dir, json },
+        } => data::check(&dir, json),
+        Cmd::Data {
+            cmd: DataCmd::Recover { config, addr, wait },
+        } => block(async move { data::recover(&config, &addr, wait.0).await }),
         Cmd::History {
             addr,
             endpoint,

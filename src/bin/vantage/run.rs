@@ -13,13 +13,29 @@ use crate::Failure;
 /// Loads and validates the configuration, then runs the agent until SIGINT or SIGTERM.
 pub fn agent(path: &Path) -> Result<(), Failure> {
     let config = load(path)?;
+    fail_stop_on_panic();
     // Agents are meant to be light: one worker unless the configuration asks for more.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_threads)
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))?;
-    rt.block_on(serve(config))
+    let result = rt.block_on(serve(config));
+    // Blocking work still running (a flush on a failing disk) must not hold
+    // the exit back: the supervisor restarts on the exit code.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
+}
+
+/// A panic anywhere is a bug that may leave a task dead and the agent
+/// half-running: report it and end the process, so it is restarted whole.
+fn fail_stop_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!("error: vantage hit an internal error (the panic above); exiting so the supervisor restarts it");
+        std::process::exit(70);
+    }));
 }
 
 fn init_tracing(level: &str) {
