@@ -300,3 +300,45 @@ fn grpcurl_lists_the_admin_service_and_agrees_with_the_cli() {
         assert_eq!(v["leaderId"].as_str(), Some(leader.to_string().as_str()), "{v}");
     }
 }
+
+#[test]
+fn a_dead_peer_is_summarised_in_the_leader_log_not_reported_per_rpc() {
+    let mut c = Cluster::new(73, 3, "");
+    c.start_all();
+    c.bootstrap();
+    let leader = c.wait_leader(&[1, 2, 3], LONG);
+    let dead = (1..=3).find(|id| *id != leader).unwrap();
+    let before = c.log_text(leader).lines().count();
+    c.kill(dead);
+    // Five seconds of replication to a dead peer: twenty failed RPCs at the
+    // old fixed 250 ms, each logged twice.
+    let window = Instant::now() + Duration::from_secs(5);
+    let mut notes = 0;
+    while Instant::now() < window {
+        c.note(leader, &format!("while node {dead} is down {notes}"));
+        notes += 1;
+    }
+    let addr = c.addr(dead).to_string();
+    let log = c.log_text(leader);
+    let about: Vec<&str> = log
+        .lines()
+        .skip(before)
+        .filter(|l| l.contains(&addr) || l.contains(&format!("target={dead}")))
+        .collect();
+    println!("{notes} notes; the leader's lines about node {dead}:\n{}", about.join("\n"));
+    assert!(
+        !about.is_empty() && about.len() <= 2,
+        "{} lines about the dead peer in 5 s",
+        about.len()
+    );
+    assert!(about[0].contains("summarised"), "{}", about[0]);
+    c.start(dead);
+    wait_for("the leader says the peer answers again", LONG, || {
+        c.log_text(leader)
+            .lines()
+            .skip(before)
+            .any(|l| l.contains(&addr) && l.contains("answering again"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no recovery line\n{}", c.logs()));
+}

@@ -1,6 +1,8 @@
 //! openraft's network: AppendEntries, Vote and InstallSnapshot to one peer.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -23,11 +25,77 @@ use crate::types::{NodeId, Peer, TypeConfig};
 pub struct PeerNetworkFactory {
     connector: Connector,
     rpc_timeout: Duration,
+    /// Per peer: how its RPCs have been failing, shared by every connection
+    /// to it, so the log says so once per interval instead of per RPC.
+    health: Arc<Mutex<BTreeMap<NodeId, Failing>>>,
 }
 
 impl PeerNetworkFactory {
     pub fn new(connector: Connector, rpc_timeout: Duration) -> Self {
-        PeerNetworkFactory { connector, rpc_timeout }
+        PeerNetworkFactory {
+            connector,
+            rpc_timeout,
+            health: Arc::default(),
+        }
+    }
+}
+
+/// How often a peer that keeps failing is mentioned in the log.
+pub const FAILURE_SUMMARY_EVERY: Duration = Duration::from_secs(30);
+
+/// A peer whose RPCs fail: since when, how many since the last log line.
+#[derive(Debug)]
+struct Failing {
+    since: Instant,
+    reported: Instant,
+    unreported: u64,
+    total: u64,
+}
+
+/// Records an RPC outcome for `target`, logging the first failure, then one
+/// summary line per [`FAILURE_SUMMARY_EVERY`], then the recovery.
+fn record(health: &Mutex<BTreeMap<NodeId, Failing>>, target: NodeId, addr: &str, failure: Option<&str>) {
+    let mut health = health.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    match (failure, health.get_mut(&target)) {
+        (None, None) => {}
+        (None, Some(_)) => {
+            let f = health.remove(&target).expect("present");
+            tracing::info!(
+                "node {target} at {addr}: answering again after {} ({} failed RPCs)",
+                humantime::format_duration(Duration::from_secs(now.duration_since(f.since).as_secs())),
+                f.total
+            );
+        }
+        (Some(error), None) => {
+            tracing::warn!(
+                "node {target} at {addr}: RPC failed, retrying with backoff (repeats are summarised every {}): {error}",
+                humantime::format_duration(FAILURE_SUMMARY_EVERY)
+            );
+            health.insert(
+                target,
+                Failing {
+                    since: now,
+                    reported: now,
+                    unreported: 0,
+                    total: 1,
+                },
+            );
+        }
+        (Some(error), Some(f)) => {
+            f.total += 1;
+            f.unreported += 1;
+            if now.duration_since(f.reported) >= FAILURE_SUMMARY_EVERY {
+                tracing::warn!(
+                    "node {target} at {addr}: still failing after {}: {} failed RPCs in the last {} (last: {error})",
+                    humantime::format_duration(Duration::from_secs(now.duration_since(f.since).as_secs())),
+                    f.unreported,
+                    humantime::format_duration(Duration::from_secs(now.duration_since(f.reported).as_secs()))
+                );
+                f.reported = now;
+                f.unreported = 0;
+            }
+        }
     }
 }
 
@@ -40,6 +108,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
             addr: node.addr.clone(),
             client: self.connector.raft_client(&node.addr),
             rpc_timeout: self.rpc_timeout,
+            health: self.health.clone(),
         }
     }
 }
@@ -50,6 +119,7 @@ pub struct PeerNetwork {
     addr: String,
     client: Result<RaftClient<Channel>, super::BadAddress>,
     rpc_timeout: Duration,
+    health: Arc<Mutex<BTreeMap<NodeId, Failing>>>,
 }
 
 type RpcErr<E> = RPCError<NodeId, Peer, RaftError<NodeId, E>>;
@@ -73,12 +143,22 @@ impl PeerNetwork {
             target: self.target,
             status,
         };
+        record(
+            &self.health,
+            self.target,
+            &self.addr,
+            Some(&format!("{:?}: {}", err.status.code(), err.status.message())),
+        );
         match err.status.code() {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
                 RPCError::Unreachable(Unreachable::new(&err))
             }
             _ => RPCError::Network(NetworkError::new(&err)),
         }
+    }
+
+    fn answered(&self) {
+        record(&self.health, self.target, &self.addr, None);
     }
 
     fn decode<T, E>(&self, msg: RaftMessage) -> Result<T, RpcErr<E>>
@@ -102,7 +182,7 @@ impl PeerNetwork {
 
 /// A failed RPC to a named peer.
 #[derive(Debug, thiserror::Error)]
-#[error("RPC to node {target} at {addr} failed: {status}")]
+#[error("RPC to node {target} at {addr} failed: {:?}: {}", status.code(), status.message())]
 struct PeerError {
     addr: String,
     target: NodeId,
@@ -128,6 +208,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         let mut client = self.client()?;
         let req = with_timeout(encode(&rpc)?, self.timeout(&option));
         let resp = client.append_entries(req).await.map_err(|s| self.status_err(s))?;
+        self.answered();
         self.decode(resp.into_inner())
     }
 
@@ -147,6 +228,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         let chunk = SnapshotChunk { header, data: rpc.data };
         let req = with_timeout(chunk, option.hard_ttl());
         let resp = client.install_snapshot(req).await.map_err(|s| self.status_err(s))?;
+        self.answered();
         self.decode(resp.into_inner())
     }
 
@@ -158,10 +240,14 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         let mut client = self.client()?;
         let req = with_timeout(encode(&rpc)?, self.timeout(&option));
         let resp = client.vote(req).await.map_err(|s| self.status_err(s))?;
+        self.answered();
         self.decode(resp.into_inner())
     }
 
+    /// 250 ms, doubling to 2 s while the peer stays unreachable (openraft
+    /// resets it on the next answer): a dead peer costs half an RPC a second,
+    /// and one that returns is caught up within 2 s.
     fn backoff(&self) -> Backoff {
-        Backoff::new(std::iter::repeat(Duration::from_millis(250)))
+        Backoff::new((0u32..).map(|i| Duration::from_millis(250) * (1 << i.min(3))))
     }
 }

@@ -40,7 +40,12 @@ fn fail_stop_on_panic() {
 
 fn init_tracing(level: &str) {
     let directive = match level {
-        "info" | "warn" | "error" => format!("{level},openraft=warn,sled=warn,h2=warn,tower=warn,hyper=warn"),
+        // openraft logs every failed replication RPC (four a second per dead
+        // peer); the network layer summarises those per peer instead.
+        "info" | "warn" | "error" => format!(
+            "{level},openraft=warn,openraft::replication=off,openraft::engine::handler::replication_handler=error,\
+             sled=warn,h2=warn,tower=warn,hyper=warn"
+        ),
         other => other.to_string(),
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("VANTAGE_LOG")
