@@ -186,6 +186,11 @@ impl Agent {
         }
     }
 
+    /// Calls an election now (this node becomes a candidate in the next term).
+    pub async fn call_election(&self) -> Result<(), String> {
+        self.raft.trigger().elect().await.map_err(|e| e.to_string())
+    }
+
     /// This node's current term.
     pub fn term(&self) -> u64 {
         self.metrics().current_term
@@ -268,10 +273,10 @@ impl Agent {
                 "node {origin} proposed a catalog; only the leader proposes the catalog, from its configuration"
             )),
             Command::Catalog(_) => Ok(()),
-            Command::DnsAudit(_) if origin != self.id => refuse(format!(
+            Command::DnsAudit(_) | Command::DnsIntent(_) if origin != self.id => refuse(format!(
                 "node {origin} reported a DNS write; only the leader writes to DNS"
             )),
-            Command::DnsAudit(_) => Ok(()),
+            Command::DnsAudit(_) | Command::DnsIntent(_) => Ok(()),
             Command::Observe { .. } | Command::Heartbeat { .. } => {
                 let Some(claim) = command.claim(origin) else {
                     return Ok(());

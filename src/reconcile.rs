@@ -12,13 +12,15 @@
 //! In dry-run mode the diff is recorded, never written.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::agent::Agent;
 use crate::dns::{self, Change, Existing, Outcome, Owned, Provider, ProviderError};
 use crate::model::Record;
-use crate::types::{Command, DnsAudit};
+use crate::types::{Command, DnsAudit, DnsIntent};
 
 /// What the leader would do now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,13 +35,43 @@ pub struct Plan {
 /// The leader-only writer of one provider.
 pub struct Reconciler {
     agent: Arc<Agent>,
-    provider: Arc<dyn Provider>,
+    /// Rebuilt when the credential files change.
+    provider: RwLock<Arc<dyn Provider>>,
+    /// The credential files and a digest of what they held when the provider was built.
+    credentials: Mutex<Vec<(PathBuf, Option<u64>)>>,
     pub dry_run: bool,
     interval: Duration,
     /// The latest listing (when, of what, what it held), for `plan`.
     listing: tokio::sync::Mutex<Option<(Instant, Owned, Vec<Existing>)>>,
     /// The provider's current failure, already recorded in the history.
-    failure: std::sync::Mutex<Option<String>>,
+    failure: Mutex<Option<String>>,
+}
+
+/// How often the credential files are looked at for a change.
+pub const CREDENTIALS_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+fn digest(path: &PathBuf) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
+}
+
+fn stamps(files: Vec<PathBuf>) -> Vec<(PathBuf, Option<u64>)> {
+    files
+        .into_iter()
+        .map(|f| {
+            let d = digest(&f);
+            (f, d)
+        })
+        .collect()
+}
+
+/// A follower's attempts to take over DNS writes from a leader whose provider refuses it.
+struct Takeover {
+    backoff: Backoff,
+    next: Instant,
+    last_error: Option<String>,
 }
 
 /// How long a listing answers `plan` before the provider is asked again.
@@ -50,15 +82,51 @@ impl Reconciler {
         Reconciler {
             dry_run: agent.config().dns.dry_run,
             interval: agent.config().dns.reconcile_interval.0,
+            credentials: Mutex::new(stamps(dns::credential_files(agent.config()))),
             agent,
-            provider,
+            provider: RwLock::new(provider),
             listing: tokio::sync::Mutex::new(None),
-            failure: std::sync::Mutex::new(None),
+            failure: Mutex::new(None),
         }
     }
 
+    fn provider(&self) -> Arc<dyn Provider> {
+        self.provider.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub fn describe(&self) -> String {
-        self.provider.describe()
+        self.provider().describe()
+    }
+
+    /// Rebuilds the provider when a credential file changed (a rotated or
+    /// fixed token). True when the new credentials are in use.
+    pub async fn reload_if_changed(&self) -> bool {
+        let files: Vec<PathBuf> = {
+            let known = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
+            if known.iter().all(|(f, d)| digest(f) == *d) {
+                return false;
+            }
+            known.iter().map(|(f, _)| f.clone()).collect()
+        };
+        let names = files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        *self.credentials.lock().unwrap_or_else(|p| p.into_inner()) = stamps(files);
+        match dns::from_config(self.agent.config()) {
+            Ok(Some(p)) => {
+                *self.provider.write().unwrap_or_else(|p| p.into_inner()) = p;
+                *self.listing.lock().await = None;
+                tracing::info!("DNS credentials changed ({names}): the provider uses them from now on");
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!("DNS credentials changed ({names}) but cannot be used, keeping the previous ones: {e}");
+                false
+            }
+        }
     }
 
     /// The desired set and the owned names, from this node's applied state.
@@ -90,7 +158,7 @@ impl Reconciler {
         {
             Some((_, _, actual)) => actual.clone(),
             None => {
-                let actual = self.provider.list(&owned).await?;
+                let actual = self.provider().list(&owned).await?;
                 *cache = Some((Instant::now(), owned.clone(), actual.clone()));
                 actual
             }
@@ -116,7 +184,7 @@ impl Reconciler {
         owned: Owned,
         served_index: u64,
     ) -> Result<Plan, ProviderError> {
-        let actual = self.provider.list(&owned).await?;
+        let actual = self.provider().list(&owned).await?;
         *self.listing.lock().await = Some((Instant::now(), owned.clone(), actual.clone()));
         let changes = dns::diff(&desired, &actual, &owned);
         Ok(Plan {
@@ -133,11 +201,12 @@ impl Reconciler {
             term,
             served_index,
             dry_run: false,
-            provider: self.provider.describe(),
+            provider: self.describe(),
             changes,
             outcome,
             ok,
             latency_ms: 0,
+            refused: false,
         }
     }
 
@@ -155,13 +224,15 @@ impl Reconciler {
     async fn round(&self, wanted: (BTreeSet<Record>, Owned, u64), last_plan: &mut Option<Vec<Change>>) -> bool {
         // Every request of the round, reads included, says who sends it.
         let term = self.agent.term();
-        self.provider.set_context(self.agent.id(), term);
+        let provider = self.provider();
+        provider.set_context(self.agent.id(), term);
         let (desired, owned, served_index) = wanted;
         let plan = match self.plan_for(desired, owned, served_index).await {
             Ok(p) => p,
             Err(e) => {
+                let refused = matches!(e, ProviderError::Permanent(_));
                 let outcome = format!("cannot list records: {e}");
-                tracing::warn!(provider = %self.provider.describe(), "{outcome}");
+                tracing::warn!(provider = %provider.describe(), "{outcome}");
                 // Once per distinct failure, so `cluster status` raises the
                 // alarm without a log entry every round.
                 let fresh = {
@@ -171,8 +242,9 @@ impl Reconciler {
                     fresh
                 };
                 if fresh {
-                    self.audit(self.entry(term, served_index, Vec::new(), outcome, false))
-                        .await;
+                    let mut a = self.entry(term, served_index, Vec::new(), outcome, false);
+                    a.refused = refused;
+                    self.audit(a).await;
                 }
                 return false;
             }
@@ -180,7 +252,18 @@ impl Reconciler {
         let recovered = self.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
         if plan.changes.is_empty() {
             *last_plan = None;
-            if let Some(was) = recovered {
+            // A write announced by a leader that stopped before recording its
+            // outcome: the listing shows it done, and the history says so.
+            let intent = self.agent.read(|sm| sm.app.dns_intent.clone()).await;
+            if let Some((by, index, i)) = intent.filter(|_| !self.dry_run) {
+                let outcome = format!(
+                    "already done when this leader listed the provider: node {by} announced these changes in term {} \
+                     (log index {index}) and stopped before recording the outcome",
+                    i.term
+                );
+                self.audit(self.entry(term, i.served_index, i.changes, outcome, true))
+                    .await;
+            } else if let Some(was) = recovered {
                 let outcome = format!("the provider answers again, in sync (it had failed: {was})");
                 self.audit(self.entry(term, plan.served_index, Vec::new(), outcome, true))
                     .await;
@@ -195,22 +278,31 @@ impl Reconciler {
                     term,
                     served_index: plan.served_index,
                     dry_run: true,
-                    provider: self.provider.describe(),
+                    provider: provider.describe(),
                     changes,
                     outcome: "dry run: nothing written".into(),
                     ok: true,
                     latency_ms: 0,
+                    refused: false,
                 })
                 .await;
                 *last_plan = Some(plan.changes);
             }
             return true;
         }
-        // One writer: confirm leadership with a quorum right before writing.
-        // An isolated leader cannot collect a quorum: give up after two
-        // election timeouts rather than wait for the partition to heal.
+        // One writer: commit the intent right before writing. Its commit in
+        // this term proves a quorum still follows this leader (the fence), and
+        // it lets the next leader settle the write if this one dies mid-way.
+        // An isolated leader cannot commit: give up after two election
+        // timeouts rather than wait for the partition to heal.
         let wait = self.agent.config().raft.election_timeout_max.0 * 2;
-        match tokio::time::timeout(wait, self.agent.confirm_leadership()).await {
+        let intent = Command::DnsIntent(DnsIntent {
+            term,
+            served_index: plan.served_index,
+            provider: provider.describe(),
+            changes: changes.clone(),
+        });
+        match tokio::time::timeout(wait, self.agent.propose_as_leader(self.agent.id(), intent)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::warn!("leadership not confirmed, DNS batch abandoned: {e}");
@@ -222,7 +314,7 @@ impl Reconciler {
             }
         }
         let started = Instant::now();
-        let result = self.provider.apply(&plan.changes).await;
+        let result = provider.apply(&plan.changes).await;
         // What was listed before the writes no longer describes the provider.
         *self.listing.lock().await = None;
         let latency_ms = started.elapsed().as_millis() as u64;
@@ -241,19 +333,79 @@ impl Reconciler {
             }
             Err(e) => (false, e.to_string()),
         };
+        let refused = matches!(result, Err(ProviderError::Permanent(_)));
         tracing::info!(changes = ?changes, ok, latency_ms, "DNS changes written");
         self.audit(DnsAudit {
             term,
             served_index: plan.served_index,
             dry_run: false,
-            provider: self.provider.describe(),
+            provider: provider.describe(),
             changes,
             outcome,
             ok,
             latency_ms,
+            refused,
         })
         .await;
         ok
+    }
+
+    /// On a follower: when the leader's provider refuses its credentials and
+    /// this node's own work (one read-only listing says so), call an election
+    /// so a node that can write leads. Voters go in id order, one election
+    /// timeout apart, so one of them takes over.
+    async fn take_over_if_refused(&self, t: &mut Takeover) {
+        let now = Instant::now();
+        let term = self.agent.term();
+        let Some((leader, _)) = self.agent.leader() else { return };
+        let refused = self
+            .agent
+            .read(|sm| {
+                sm.app.last_dns_by == leader
+                    && sm
+                        .app
+                        .last_dns
+                        .as_ref()
+                        .is_some_and(|d| d.refused && !d.dry_run && d.term == term)
+            })
+            .await;
+        let id = self.agent.id();
+        let (_, voters) = self.agent.members();
+        if !refused || leader == id || !voters.contains(&id) {
+            t.backoff.reset();
+            t.next = now;
+            t.last_error = None;
+            return;
+        }
+        if now < t.next {
+            return;
+        }
+        let (_, owned, _) = self.desired().await;
+        let provider = self.provider();
+        provider.set_context(id, term);
+        if let Err(e) = provider.list(&owned).await {
+            let e = e.to_string();
+            if t.last_error.as_deref() != Some(e.as_str()) {
+                tracing::warn!("node {leader}'s DNS provider refuses it, and this node's cannot take over either: {e}");
+            }
+            t.last_error = Some(e);
+            t.next = now + t.backoff.failed();
+            return;
+        }
+        let timeout = self.agent.config().raft.election_timeout_max.0;
+        let rank = voters.iter().filter(|v| **v != leader && **v < id).count() as u32;
+        tokio::time::sleep(timeout * rank).await;
+        if self.agent.term() != term || self.agent.leader().map(|l| l.0) != Some(leader) {
+            return;
+        }
+        tracing::warn!(
+            "node {leader}'s DNS provider refuses its credentials (term {term}); this node's work: calling an \
+             election to take over DNS writes"
+        );
+        if let Err(e) = self.agent.call_election().await {
+            tracing::warn!("could not call an election: {e}");
+        }
+        t.next = Instant::now() + timeout * 4;
     }
 
     /// Runs until the task is dropped.
@@ -264,6 +416,13 @@ impl Reconciler {
         let mut was_leader = false;
         let mut due = Instant::now();
         let mut backoff = Backoff::new(self.interval);
+        let mut takeover = Takeover {
+            backoff: Backoff::new(self.interval),
+            next: Instant::now(),
+            last_error: None,
+        };
+        let mut credentials_check = tokio::time::interval(CREDENTIALS_CHECK_EVERY);
+        credentials_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let leader = self.agent.is_leader();
             if leader {
@@ -290,10 +449,22 @@ impl Reconciler {
             } else {
                 last_desired = None;
                 backoff.reset();
+                if !self.dry_run {
+                    self.take_over_if_refused(&mut takeover).await;
+                }
             }
             was_leader = leader;
             let notified = self.agent.applied().notified();
             tokio::select! {
+                _ = credentials_check.tick() => {
+                    if self.reload_if_changed().await {
+                        // New credentials are tried at once, not after the backoff.
+                        backoff.reset();
+                        due = Instant::now();
+                        takeover.backoff.reset();
+                        takeover.next = Instant::now();
+                    }
+                }
                 _ = notified => {}
                 r = metrics.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep_until(due.max(Instant::now() + Duration::from_millis(50)).into()) => {}

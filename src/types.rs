@@ -104,6 +104,22 @@ pub struct DnsAudit {
     pub ok: bool,
     /// Time the provider took.
     pub latency_ms: u64,
+    /// The provider refused this node's credentials or does not know the
+    /// zone: retrying with the same credentials will not help.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
+}
+
+/// What the leader is about to write, committed before it writes: the commit
+/// proves it still led a quorum in `term` (the fence before every write),
+/// and if it dies before recording the outcome, the next leader's listing
+/// settles the write against this intent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsIntent {
+    pub term: u64,
+    pub served_index: u64,
+    pub provider: String,
+    pub changes: Vec<String>,
 }
 
 /// An application command, as proposed by an agent or an operator.
@@ -122,6 +138,8 @@ pub enum Command {
     Catalog(Catalog),
     /// What the leader wrote to (or, in dry-run, would write to) the DNS provider.
     DnsAudit(DnsAudit),
+    /// What the leader is about to write (see [`DnsIntent`]).
+    DnsIntent(DnsIntent),
     /// Transitions of an agent's local view, batched.
     Observe {
         /// The reporting agent; must be the node that proposed the entry.
@@ -148,7 +166,7 @@ impl Command {
     /// The agent a command speaks for, if it is an agent report.
     pub fn agent(&self) -> Option<NodeId> {
         match self {
-            Command::Note { .. } | Command::Catalog(_) | Command::DnsAudit(_) => None,
+            Command::Note { .. } | Command::Catalog(_) | Command::DnsAudit(_) | Command::DnsIntent(_) => None,
             Command::Observe { agent, .. } | Command::Heartbeat { agent, .. } => Some(*agent),
         }
     }
@@ -156,7 +174,7 @@ impl Command {
     /// What an agent report claims, as proposed by `origin`; None for other commands.
     pub fn claim(&self, origin: NodeId) -> Option<ReportClaim<'_>> {
         match self {
-            Command::Note { .. } | Command::Catalog(_) | Command::DnsAudit(_) => None,
+            Command::Note { .. } | Command::Catalog(_) | Command::DnsAudit(_) | Command::DnsIntent(_) => None,
             Command::Observe {
                 agent, seq, changes, ..
             } => Some(ReportClaim {

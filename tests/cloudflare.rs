@@ -224,6 +224,14 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
+/// Writes a token file the way an operator would: mode 0600, replaced whole.
+fn set_token(path: &std::path::Path, token: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, token).unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 fn setup(net: u8, v6: bool) -> Setup {
     setup_with(net, v6, "1s")
 }
@@ -232,12 +240,13 @@ fn setup_with(net: u8, v6: bool, reconcile_interval: &'static str) -> Setup {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let d = rt.block_on(double());
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("cf-token");
-    std::fs::write(&token_file, TOKEN).unwrap();
-    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let (base, tf) = (d.base_url(), token_file.display().to_string());
-    let mut c = Cluster::with_extra(net, 3, "", move |_| {
-        agent_config_v6(&base, &tf, net, v6).replace(
+    // Each node has its own token file, as each host would.
+    for id in 1..=3 {
+        set_token(&dir.path().join(format!("cf-token-{id}")), TOKEN);
+    }
+    let (base, tf) = (d.base_url(), dir.path().display().to_string());
+    let mut c = Cluster::with_extra(net, 3, "", move |id| {
+        agent_config_v6(&base, &format!("{tf}/cf-token-{id}"), net, v6).replace(
             "reconcile_interval = \"1s\"",
             &format!("reconcile_interval = \"{reconcile_interval}\""),
         )
@@ -527,8 +536,22 @@ fn leader_killed_between_decision_and_write_is_finished_by_the_next() {
         .unwrap()
         .iter()
         .filter(|e| e["kind"] == "dns-write")
+        .map(|e| e.to_string())
         .collect();
-    assert!(!audits.is_empty());
+    // The delete is accounted for: by the old leader's own audit if it lived
+    // long enough, or by the new leader settling the old one's intent.
+    let accounted = audits
+        .iter()
+        .filter(|e| e.contains("delete") && e.contains("127.0.54.200"))
+        .cloned()
+        .collect::<Vec<_>>();
+    println!("audits of the delete: {accounted:#?}");
+    assert!(!accounted.is_empty(), "the delete is in the history: {audits:#?}");
+    let settled = accounted
+        .iter()
+        .any(|e| e.contains("already done") && e.contains(&format!("node {old}")));
+    let own = accounted.iter().any(|e| e.contains(&format!("\"node {old}\"")));
+    assert!(settled || own, "{accounted:#?}");
     assert_clean(&d);
 }
 
@@ -628,4 +651,146 @@ fn a_provider_that_answers_404_is_backed_off_and_writes_resume_once_it_recovers(
         .then_some(())
     });
     assert!(cleared.is_some(), "{:#}", c.status(leader));
+}
+
+/// Requests the double saw from node `node` since request number `since`.
+fn requests_by(d: &Double, node: u64, since: usize) -> usize {
+    d.requests()[since..]
+        .iter()
+        .filter(|r| r.vantage_node.as_deref() == Some(node.to_string().as_str()))
+        .count()
+}
+
+fn history_text(c: &Cluster, at: u64) -> Vec<String> {
+    let h = c.cli_json(&["history", "--addr", c.addr(at), "--limit", "1000"]);
+    h["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "dns-write")
+        .map(|e| e.to_string())
+        .collect()
+}
+
+#[test]
+fn a_leader_whose_token_is_rejected_hands_dns_writes_to_a_voter_whose_token_works() {
+    let mut a = Port::open("127.0.74.200:7600".parse().unwrap());
+    let _b = Port::open("127.0.74.201:7600".parse().unwrap());
+    let Setup { rt: _rt, d, c, _dir } = setup(74, false);
+    let old = c.wait_leader(&[1, 2, 3], LONG);
+    wait_for("four managed records", LONG, || (managed(&d).len() == 4).then_some(())).expect("records");
+    // The leader's token is revoked; the others' still work.
+    let cut = d.requests().len();
+    set_token(&_dir.path().join(format!("cf-token-{old}")), "revoked-token-0000");
+    wait_for("the leader re-reads its token file", LONG, || {
+        c.log_text(old).contains("DNS credentials changed").then_some(())
+    })
+    .unwrap_or_else(|| panic!("{}", c.log_text(old)));
+    a.close();
+    let done = wait_for(
+        "the dead endpoint's records deleted by a node whose token works",
+        LONG,
+        || (managed(&d).len() == 2).then_some(()),
+    );
+    assert!(done.is_some(), "{:?}\n{}", managed(&d), c.logs());
+    let rest: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
+    let new = c.wait_leader(&[1, 2, 3], LONG);
+    assert!(rest.contains(&new), "leadership moved off node {old}: leader is {new}");
+    assert!(writes_by(&d, new, cut) > 0);
+    assert_eq!(writes_by(&d, old, cut), 0, "the refused leader wrote nothing");
+    let spent = requests_by(&d, old, cut);
+    println!("node {old} (rejected token) sent {spent} requests; node {new} took over");
+    assert!(spent <= 3, "{spent} requests from the refused leader");
+    let events = history_text(&c, new);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("provider refused") && e.contains(&format!("node {old}"))),
+        "the refusal is in the history: {events:#?}"
+    );
+    assert!(
+        c.log_text(new).contains("calling an election to take over DNS writes"),
+        "{}",
+        c.log_text(new)
+    );
+    assert_clean(&d);
+}
+
+#[test]
+fn a_rejected_token_costs_under_30_requests_in_5_minutes_and_writes_resume_soon_after_the_fix() {
+    let mut a = Port::open("127.0.75.200:7600".parse().unwrap());
+    let _b = Port::open("127.0.75.201:7600".parse().unwrap());
+    // The default reconcile interval, so the backoff is the one operators get.
+    let Setup { rt: _rt, d, c, _dir } = setup_with(75, false, "30s");
+    let leader = c.wait_leader(&[1, 2, 3], LONG);
+    wait_for("four managed records", LONG, || (managed(&d).len() == 4).then_some(())).expect("records");
+    // Every node's token is revoked: no node can take over.
+    for id in 1..=3 {
+        set_token(&_dir.path().join(format!("cf-token-{id}")), "revoked-token-0000");
+    }
+    wait_for("every node re-reads its token file", LONG, || {
+        (1..=3)
+            .all(|id| c.log_text(id).contains("DNS credentials changed"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("{}", c.logs()));
+    let cut = d.requests().len();
+    let t0 = std::time::Instant::now();
+    a.close();
+    let alarm = wait_for("the refusal alarm in cluster status", LONG, || {
+        let s = c.try_status(leader)?;
+        s["alarms"]
+            .as_array()?
+            .iter()
+            .find(|a| a.as_str().unwrap_or("").contains("refuses"))
+            .map(|a| a.to_string())
+    });
+    let alarm = alarm.unwrap_or_else(|| panic!("{:#}\n{}", c.status(leader), c.logs()));
+    println!("alarm: {alarm}");
+    // Five minutes of a pending delete and a provider that says 403.
+    let window = Duration::from_secs(300);
+    while t0.elapsed() < window {
+        std::thread::sleep(Duration::from_secs(5));
+        assert_eq!(
+            c.wait_leader(&[1, 2, 3], LONG),
+            leader,
+            "no node can write: leadership stays"
+        );
+    }
+    let spent = requests_by(&d, leader, cut);
+    let others: Vec<usize> = (1..=3)
+        .filter(|id| *id != leader)
+        .map(|id| requests_by(&d, id, cut))
+        .collect();
+    println!(
+        "in {:?}: the leader sent {spent} requests, the followers {others:?} (their take-over checks)",
+        t0.elapsed()
+    );
+    assert!(
+        spent < 30,
+        "{spent} requests from a leader whose token is rejected, in 5 minutes"
+    );
+    assert!(spent > 0, "the leader never tried");
+    assert_eq!(managed(&d).len(), 4, "nothing was written with a rejected token");
+    // The token is fixed: the writes resume within 30 s.
+    for id in 1..=3 {
+        set_token(&_dir.path().join(format!("cf-token-{id}")), TOKEN);
+    }
+    let fixed = std::time::Instant::now();
+    let done = wait_for("the pending delete written", LONG, || {
+        (managed(&d).len() == 2).then_some(())
+    });
+    assert!(done.is_some(), "{:?}\n{}", managed(&d), c.logs());
+    println!("writes resumed {:?} after the token was fixed", fixed.elapsed());
+    assert!(fixed.elapsed() < Duration::from_secs(30));
+    let cleared = wait_for("the alarm cleared", LONG, || {
+        let s = c.try_status(leader)?;
+        (!s["alarms"]
+            .as_array()?
+            .iter()
+            .any(|a| a.as_str().unwrap_or("").contains("refuses")))
+        .then_some(())
+    });
+    assert!(cleared.is_some(), "{:#}", c.status(leader));
+    assert_clean(&d);
 }

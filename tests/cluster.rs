@@ -325,7 +325,10 @@ fn a_dead_peer_is_summarised_in_the_leader_log_not_reported_per_rpc() {
         .skip(before)
         .filter(|l| l.contains(&addr) || l.contains(&format!("target={dead}")))
         .collect();
-    println!("{notes} notes; the leader's lines about node {dead}:\n{}", about.join("\n"));
+    println!(
+        "{notes} notes; the leader's lines about node {dead}:\n{}",
+        about.join("\n")
+    );
     assert!(
         !about.is_empty() && about.len() <= 2,
         "{} lines about the dead peer in 5 s",

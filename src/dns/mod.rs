@@ -93,6 +93,14 @@ pub trait Provider: Send + Sync + 'static {
     fn set_context(&self, _node: u64, _term: u64) {}
 }
 
+/// The files the provider's credentials are read from (watched for a change).
+pub fn credential_files(config: &crate::config::Config) -> Vec<std::path::PathBuf> {
+    match &config.dns.provider {
+        crate::config::ProviderConfig::Cloudflare(c) => c.token_file.iter().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The provider the configuration names, or None for `provider = "none"`.
 /// The configuration was validated when it was loaded; what can still fail
 /// here is reading the credentials.

@@ -144,7 +144,15 @@ fn alarms(app: &crate::state::AppState) -> Vec<String> {
         out.push(format!("panic freeze since log index {}: {}", p.index, p.reason));
     }
     if let Some(d) = app.last_dns.as_ref().filter(|d| !d.ok && !d.dry_run) {
-        out.push(format!("last DNS write failed (term {}): {}", d.term, d.outcome));
+        if d.refused {
+            out.push(format!(
+                "DNS provider refuses node {}'s credentials or zone (term {}): {}; writes wait until the \
+                 credentials are fixed or a voter whose credentials work takes over",
+                app.last_dns_by, d.term, d.outcome
+            ));
+        } else {
+            out.push(format!("last DNS write failed (term {}): {}", d.term, d.outcome));
+        }
     }
     let abstaining: Vec<_> = app
         .agents

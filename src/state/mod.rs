@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::decide;
 use crate::detect::{Evidence, Health};
 use crate::model::{Decision, EventKind, NodeId, RecordType, Seq};
-use crate::types::{Catalog, Command, DnsAudit, Proposal, Reply};
+use crate::types::{Catalog, Command, DnsAudit, DnsIntent, Proposal, Reply};
 
 mod audit;
 mod catalog;
@@ -107,6 +107,12 @@ pub struct AppState {
     pub next_event: u64,
     /// The latest provider write (or dry-run plan) the leader reported.
     pub last_dns: Option<DnsAudit>,
+    /// The node that reported `last_dns`.
+    #[serde(default)]
+    pub last_dns_by: NodeId,
+    /// A write announced and not yet followed by its outcome.
+    #[serde(default)]
+    pub dns_intent: Option<(NodeId, u64, DnsIntent)>,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -186,7 +192,15 @@ impl AppState {
                 let writer = format!("node {}", p.origin);
                 self.event(index, kind, Note::change("", &writer, to, &rule));
                 self.last_dns = Some(a.clone());
+                self.last_dns_by = p.origin;
+                if !a.dry_run {
+                    self.dns_intent = None;
+                }
                 reply(now, true, format!("{kind} recorded"))
+            }
+            Command::DnsIntent(i) => {
+                self.dns_intent = Some((p.origin, index, i.clone()));
+                reply(now, true, "DNS intent recorded".into())
             }
             Command::Catalog(c) => {
                 self.install_catalog(index, c.clone(), voters);
