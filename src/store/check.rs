@@ -61,7 +61,13 @@ pub struct Facts {
     pub entries: u64,
     pub guard_last_index: Option<u64>,
     pub guard_vote_term: Option<u64>,
+    /// Written by a version without the guard file: the agent adopts it,
+    /// recording what sled holds now, on its next start.
+    pub unguarded: bool,
 }
+
+/// sled's record that this database has a guard file beside it.
+const GUARDED: &[u8] = b"guarded";
 
 thread_local! {
     static QUIET: Cell<bool> = const { Cell::new(false) };
@@ -144,6 +150,7 @@ struct Held {
     last: Option<LogId>,
     entries: u64,
     snapshot: Option<SnapshotMeta>,
+    guarded: bool,
 }
 
 fn read_held(d: &Dir<'_>, db: &sled::Db) -> Result<Held, Damage> {
@@ -202,6 +209,9 @@ fn read_held(d: &Dir<'_>, db: &sled::Db) -> Result<Held, Damage> {
         serde_json::from_slice::<serde_json::Value>(&data)
             .map_err(|e| d.db(format!("the snapshot's data unreadable: {e}")))?;
     }
+    let guarded = meta
+        .contains_key(GUARDED)
+        .map_err(|e| d.db(format!("reading the guard marker: {e}")))?;
     Ok(Held {
         vote,
         purged,
@@ -209,6 +219,7 @@ fn read_held(d: &Dir<'_>, db: &sled::Db) -> Result<Held, Damage> {
         last,
         entries,
         snapshot,
+        guarded,
     })
 }
 
@@ -346,6 +357,7 @@ fn facts(held: &Held, p: &Promised) -> Facts {
         entries: held.entries,
         guard_last_index: index(&p.last_log),
         guard_vote_term: p.vote.map(|v| v.leader_id.term),
+        unguarded: false,
     }
 }
 
@@ -365,11 +377,24 @@ fn open_sled(d: &Dir<'_>, path: &Path) -> Result<sled::Db, Damage> {
 }
 
 /// Reads and compares an opened database; a panic inside sled is damage.
-fn verify(d: &Dir<'_>, db: &sled::Db, promised: &Promised, had_guard: bool) -> Result<Facts, Damage> {
+/// Reads and compares an opened database, and says what sled holds as a
+/// promise (for a directory an earlier version wrote, adopted as it is).
+fn verify(d: &Dir<'_>, db: &sled::Db, promised: &Promised, had_guard: bool) -> Result<(Facts, Promised), Damage> {
     let held = without_panic(|| read_held(d, db))
         .map_err(|panic| d.db(format!("sled failed reading it ({panic}): the file is damaged")))??;
+    let holds = Promised {
+        vote: held.vote,
+        last_log: last_of(&held),
+        last_purged: held.purged,
+        snapshot: held.snapshot.as_ref().and_then(|m| m.last_log_id),
+    };
     if !had_guard {
-        let f = facts(&held, promised);
+        let mut f = facts(&held, promised);
+        if !f.fresh && !held.guarded {
+            // Written before the guard existed: nothing to compare against.
+            f.unguarded = true;
+            return Ok((f, holds));
+        }
         if !f.fresh {
             return Err(d.damage(
                 GUARD_FILE,
@@ -385,7 +410,7 @@ fn verify(d: &Dir<'_>, db: &sled::Db, promised: &Promised, had_guard: bool) -> R
     compare(d, &held, promised)?;
     without_panic(|| check_entry(d, db, promised, held.purged))
         .map_err(|panic| d.db(format!("sled failed reading it ({panic})")))??;
-    Ok(facts(&held, promised))
+    Ok((facts(&held, promised), holds))
 }
 
 /// Opens `dir` for an agent: the database and its guard, or why not.
@@ -418,14 +443,36 @@ pub fn open_checked(dir: &Path) -> Result<(sled::Db, Guard, Facts), CheckError> 
     }
     let db = open_sled(&d, &sled_path)?;
     let promised = guard.as_ref().map(|g| g.promised()).unwrap_or_default();
-    let facts = verify(&d, &db, &promised, guard.is_some())?;
+    let (facts, holds) = verify(&d, &db, &promised, guard.is_some())?;
     let guard = match guard {
         Some(g) => g,
-        // An empty database from before the guard existed: start guarding it now.
-        None => Guard::open(dir, true)
-            .map_err(|e| guard_error(&d, e))?
-            .ok_or_else(|| io("the guard file could not be created".into()))?,
+        // An empty database, or one an earlier version wrote: guard it from now on.
+        None => {
+            let mut g = Guard::open(dir, true)
+                .map_err(|e| guard_error(&d, e))?
+                .ok_or_else(|| io("the guard file could not be created".into()))?;
+            if facts.unguarded {
+                tracing::warn!(
+                    "{}: no {GUARD_FILE} beside a database written by an earlier version; adopting it as it is \
+                     (vote term {}, last entry {})",
+                    dir.display(),
+                    show(facts.vote_term),
+                    show(facts.last_index)
+                );
+                g.write(holds).map_err(|e| io(format!("{}: {e}", g.path().display())))?;
+            }
+            g
+        }
     };
+    // From now on a missing guard file is damage, not an old version.
+    let marked = db.open_tree("meta").and_then(|m| {
+        if !m.contains_key(GUARDED)? {
+            m.insert(GUARDED, b"1".as_slice())?;
+            db.flush()?;
+        }
+        Ok(())
+    });
+    marked.map_err(|e| io(format!("{}: cannot mark sled as guarded: {e}", sled_path.display())))?;
     Ok((db, guard, facts))
 }
 
@@ -482,7 +529,7 @@ pub fn check_stopped(dir: &Path) -> Result<Facts, CheckError> {
     let promised = guard.as_ref().map(|g| g.promised()).unwrap_or_default();
     let facts = verify(&d, &db, &promised, guard.is_some());
     drop(db);
-    Ok(facts?)
+    Ok(facts?.0)
 }
 
 /// A scratch copy, removed when dropped.
@@ -506,4 +553,69 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload, Vote};
+
+    use super::*;
+
+    /// A directory as the version before the guard file left it: sled alone.
+    fn earlier_version(dir: &Path, entries: u64) {
+        let db = sled::open(dir.join(SLED_DIR)).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        meta.insert(
+            b"vote",
+            serde_json::to_vec(&Vote::<NodeId>::new_committed(4, 2)).unwrap(),
+        )
+        .unwrap();
+        let log = db.open_tree("log").unwrap();
+        for i in 0..entries {
+            let e = Entry {
+                log_id: LogId::new(CommittedLeaderId::new(4, 2), i),
+                payload: EntryPayload::Blank,
+            };
+            log.insert(i.to_be_bytes(), serde_json::to_vec(&e).unwrap()).unwrap();
+        }
+        db.flush().unwrap();
+    }
+
+    #[test]
+    fn a_directory_from_before_the_guard_is_adopted_once_and_then_guarded() {
+        let dir = tempfile::tempdir().unwrap();
+        earlier_version(dir.path(), 5);
+        let f = check_stopped(dir.path()).unwrap();
+        assert!(f.unguarded && f.last_index == Some(4), "{f:?}");
+        // The agent adopts it: the guard records what sled holds.
+        let (db, guard, f) = open_checked(dir.path()).unwrap();
+        assert!(f.unguarded);
+        assert_eq!(guard.promised().last_log.map(|l| l.index), Some(4));
+        assert_eq!(guard.promised().vote.map(|v| v.leader_id.term), Some(4));
+        drop((db, guard));
+        let f = check_stopped(dir.path()).unwrap();
+        assert!(!f.unguarded && f.guard_last_index == Some(4), "{f:?}");
+        // Now a missing guard is damage, not an old version.
+        std::fs::remove_file(dir.path().join(GUARD_FILE)).unwrap();
+        let e = check_stopped(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(GUARD_FILE) && e.contains("missing"), "{e}");
+        assert!(open_checked(dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_log_shorter_than_the_guard_says_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        earlier_version(dir.path(), 5);
+        let (db, mut guard, _) = open_checked(dir.path()).unwrap();
+        // The guard acknowledged entry 9, sled holds up to 4: a rolled-back sled.
+        guard
+            .update(|p| p.last_log = Some(LogId::new(CommittedLeaderId::new(4, 2), 9)))
+            .unwrap();
+        drop((db, guard));
+        let e = open_checked(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("sled/db") && e.contains("entry 9") && e.contains("vantage data recover"),
+            "{e}"
+        );
+    }
 }

@@ -18,8 +18,13 @@ fn describe(dir: &Path, f: &Facts) -> String {
     if f.fresh {
         return format!("ok: {} holds no Raft state yet (a fresh node)", dir.display());
     }
+    let verdict = if f.unguarded {
+        "was written by an earlier version, without a guard file; the agent adopts it as it is on its next start"
+    } else {
+        "is consistent with its guard file"
+    };
     format!(
-        "ok: {} is consistent with its guard file\n  vote: term {} for node {}{}\n  log: entries {}..{} \
+        "ok: {} {verdict}\n  vote: term {} for node {}{}\n  log: entries {}..{} \
          (last term {}), purged up to {}, snapshot up to {}\n  guard: last acknowledged entry {}, vote term {}",
         dir.display(),
         opt(f.vote_term),
