@@ -61,6 +61,10 @@ fn config_errors_name_the_file_and_key() {
         (format!("{GOOD}\n[raft]\nrpc_timeout = \"soon\"\n"), "raft.rpc_timeout"),
         (format!("{GOOD}\n[raft]\nsnapshot_every = 0\n"), "raft.snapshot_every"),
         ("node_id = \"one\"\n".to_string(), "node_id"),
+        (
+            GOOD.replace("node_id = 1", "node_id = 3").replace("127.0.0.1:7101\"\ndata", "127.0.0.1:7103\"\ndata"),
+            "node_id: node 3 is not among [[members]] (ids 1, 2)",
+        ),
         ("this is [ not toml".to_string(), "node1.toml"),
         (
             format!("{GOOD}\n[[pools]]\nname = \"web\"\ncheck = {{ kind = \"tcp\", port = 443 }}\n[[pools.endpoints]]\naddress = \"10.0.0.300\"\n"),
