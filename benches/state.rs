@@ -35,6 +35,7 @@ fn catalog() -> Catalog {
         })
         .collect();
     Catalog {
+        version: 0,
         quorum: None,
         observation_ttl_ms: 15_000,
         initial: Decision::Up,

@@ -78,6 +78,9 @@ pub struct Agent {
     last_stamp: Mutex<u64>,
     /// Which peers may send Raft traffic.
     vouching: Arc<Vouching>,
+    /// The catalog this node's configuration file describes (re-read on
+    /// SIGHUP); the cluster follows the committed one.
+    local_catalog: Mutex<Option<crate::types::Catalog>>,
 }
 
 /// A Raft API error of openraft's, for the membership calls.
@@ -115,7 +118,9 @@ impl Agent {
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let configured = config.members.iter().map(|m| (m.id, m.addr.clone())).collect();
         let vouching = Arc::new(Vouching::new(config.node_id, configured, connector.clone()));
+        let local_catalog = Mutex::new(config.catalog().ok());
         Ok(Arc::new(Agent {
+            local_catalog,
             id: config.node_id,
             addr: config.advertise_addr().to_string(),
             raft,
@@ -184,6 +189,16 @@ impl Agent {
                 return "Raft's core task has ended".into();
             }
         }
+    }
+
+    /// The catalog this node's configuration file describes.
+    pub fn local_catalog(&self) -> Option<crate::types::Catalog> {
+        self.local_catalog.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces it (after a reload that validated).
+    pub fn set_local_catalog(&self, c: crate::types::Catalog) {
+        *self.local_catalog.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
     }
 
     /// Calls an election now (this node becomes a candidate in the next term).
@@ -268,7 +283,7 @@ impl Agent {
     async fn check_proposal(&self, origin: NodeId, command: &Command) -> Result<(), ProposeError> {
         let refuse = |m: String| Err(ProposeError::Refused(m));
         match command {
-            Command::Note { .. } => Ok(()),
+            Command::Note { .. } | Command::ApplyCatalog { .. } => Ok(()),
             Command::Catalog(_) if origin != self.id => refuse(format!(
                 "node {origin} proposed a catalog; only the leader proposes the catalog, from its configuration"
             )),

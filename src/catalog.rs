@@ -1,29 +1,63 @@
-//! The catalog loop: while this node leads, it keeps the replicated catalog
-//! equal to the one its configuration describes, proposing it on taking
-//! office and whenever they differ.
+//! The catalog loop. The catalog is cluster state with a version: the first
+//! leader commits the catalog of its configuration, and after that a leader
+//! proposes its file's catalog only when the file carries a higher
+//! `catalog_version` than the committed one. A node whose file lags behind
+//! (a rollout in progress) keeps following the committed catalog and reports
+//! the drift in `cluster status`; leadership moving to it changes nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::agent::Agent;
-use crate::types::Command;
+use crate::types::{Catalog, Command};
+
+/// This node's file against the committed catalog, for `cluster status`.
+pub fn drift(local: Option<&Catalog>, committed: Option<&Catalog>) -> Option<String> {
+    let (local, committed) = (local?, committed?);
+    if local.content_digest() == committed.content_digest() {
+        return None;
+    }
+    let diff = committed.diff(local);
+    Some(format!(
+        "config drift: this node's file (catalog_version {}, hash {}) differs from the committed catalog (version {}, \
+         hash {}){}; the cluster follows the committed one",
+        local.version,
+        local.content_digest(),
+        committed.version,
+        committed.content_digest(),
+        if diff.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", diff.join("; "))
+        }
+    ))
+}
 
 /// Runs until the task is dropped or Raft stops.
 pub async fn maintain(agent: Arc<Agent>) {
-    let Ok(wanted) = agent.config().catalog() else { return };
     let mut metrics = agent.metrics_watch();
+    let mut refused_version = None;
     loop {
-        if agent.is_leader() {
+        if let (true, Some(wanted)) = (agent.is_leader(), agent.local_catalog()) {
             let current = agent.read(|sm| sm.app.catalog.clone()).await;
-            if current.as_ref() != Some(&wanted) {
+            let newer = match &current {
+                None => true,
+                Some(c) => wanted.version > c.version,
+            };
+            if newer && refused_version != Some(wanted.version) {
                 match agent
                     .propose_as_leader(agent.id(), Command::Catalog(wanted.clone()))
                     .await
                 {
-                    Ok(_) => tracing::info!(
+                    Ok(c) if c.reply.accepted => tracing::info!(
+                        version = wanted.version,
                         endpoints = wanted.pools.iter().map(|p| p.endpoints.len()).sum::<usize>(),
-                        "catalog committed from this leader's configuration"
+                        "catalog committed from this node's configuration"
                     ),
+                    Ok(c) => {
+                        tracing::warn!("catalog refused: {}", c.reply.detail);
+                        refused_version = Some(wanted.version);
+                    }
                     Err(e) => tracing::warn!("could not commit the catalog: {e}"),
                 }
             }

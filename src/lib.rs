@@ -33,7 +33,9 @@
 //! - [`model`]: the shared words: node ids, decisions, record types,
 //!   records, sequence numbers, audit event kinds.
 //! - [`types`]: the log payload ([`types::Command`]) and the Raft type configuration.
-//! - [`catalog`]: the leader keeps the replicated catalog equal to its configuration.
+//! - [`catalog`]: the versioned cluster catalog: the first leader's, then only a
+//!   higher `catalog_version`; a lagging file is reported as drift.
+//! - [`reload`]: SIGHUP re-reads the configuration file.
 //! - [`codec`]: the internal service's wire format, shared by client and server.
 //! - [`network`]: outgoing gRPC to peers (channel cache, bound source
 //!   address, openraft network) and which peers may talk to this node.
@@ -69,6 +71,7 @@ pub mod probe;
 pub mod propose;
 pub mod proto;
 pub mod reconcile;
+pub mod reload;
 pub mod secret;
 pub mod state;
 pub mod store;
@@ -143,6 +146,7 @@ pub async fn run(
         }
     };
     let reconcile_task = reconciler.clone().map(|r| tokio::spawn(r.run()));
+    let reload_task = tokio::spawn(reload::on_sighup(agent.clone(), observer.clone(), reconciler.clone()));
     let served = tokio::select! {
         served = grpc::serve(agent.clone(), observer, reconciler, listener, shutdown) => served,
         // A storage error stops openraft for good: end now, without waiting
@@ -155,6 +159,7 @@ pub async fn run(
     };
     tracing::info!(node = agent.id(), "shutting down");
     catalog.abort();
+    reload_task.abort();
     if let Some(t) = tls_watch {
         t.abort();
     }

@@ -77,6 +77,11 @@ pub struct CatalogPool {
 /// its configuration, so every replica decides from the same facts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalog {
+    /// Raised for every change the cluster is to adopt: a catalog is
+    /// installed only over an older version, so a node whose file lags
+    /// behind can never undo a change (it reports drift instead).
+    #[serde(default)]
+    pub version: u64,
     pub quorum: Option<u32>,
     pub observation_ttl_ms: u64,
     pub initial: Decision,
@@ -85,6 +90,107 @@ pub struct Catalog {
     pub hold_down_ms: u64,
     pub history_limit: u32,
     pub pools: Vec<CatalogPool>,
+}
+
+impl Catalog {
+    /// A digest of the content, the version left out: equal for two files
+    /// that describe the same pools and settings.
+    pub fn content_digest(&self) -> String {
+        let mut c = self.clone();
+        c.version = 0;
+        let bytes = serde_json::to_vec(&c).unwrap_or_default();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+
+    /// What changes from `self` to `next`, in words.
+    pub fn diff(&self, next: &Catalog) -> Vec<String> {
+        let ids = |c: &Catalog| -> std::collections::BTreeMap<String, String> {
+            c.pools
+                .iter()
+                .flat_map(|p| p.endpoints.iter().map(|e| (e.id.clone(), e.address.clone())))
+                .collect()
+        };
+        let (before, after) = (ids(self), ids(next));
+        let mut out = Vec::new();
+        let added: Vec<&String> = after.keys().filter(|k| !before.contains_key(*k)).collect();
+        let removed: Vec<&String> = before.keys().filter(|k| !after.contains_key(*k)).collect();
+        if !added.is_empty() {
+            out.push(format!(
+                "endpoints added: {}",
+                added.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if !removed.is_empty() {
+            out.push(format!(
+                "endpoints removed: {}",
+                removed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        let pools = |c: &Catalog| -> std::collections::BTreeMap<String, (Vec<String>, u32)> {
+            c.pools
+                .iter()
+                .map(|p| (p.name.clone(), (p.hostnames.clone(), p.min_healthy)))
+                .collect()
+        };
+        let (pb, pa) = (pools(self), pools(next));
+        for (name, v) in &pa {
+            match pb.get(name) {
+                None => out.push(format!("pool {name} added")),
+                Some(old) if old != v => out.push(format!("pool {name}: hostnames or min_healthy changed")),
+                Some(_) => {}
+            }
+        }
+        for name in pb.keys().filter(|n| !pa.contains_key(*n)) {
+            out.push(format!("pool {name} removed"));
+        }
+        let setting = |name: &str, a: String, b: String, out: &mut Vec<String>| {
+            if a != b {
+                out.push(format!("{name} {a} -> {b}"));
+            }
+        };
+        setting(
+            "quorum",
+            format!("{:?}", self.quorum),
+            format!("{:?}", next.quorum),
+            &mut out,
+        );
+        setting(
+            "observation_ttl_ms",
+            self.observation_ttl_ms.to_string(),
+            next.observation_ttl_ms.to_string(),
+            &mut out,
+        );
+        setting(
+            "hold_down_ms",
+            self.hold_down_ms.to_string(),
+            next.hold_down_ms.to_string(),
+            &mut out,
+        );
+        setting(
+            "panic_threshold_ppm",
+            self.panic_threshold_ppm.to_string(),
+            next.panic_threshold_ppm.to_string(),
+            &mut out,
+        );
+        setting(
+            "panic_window_ms",
+            self.panic_window_ms.to_string(),
+            next.panic_window_ms.to_string(),
+            &mut out,
+        );
+        setting(
+            "history_limit",
+            self.history_limit.to_string(),
+            next.history_limit.to_string(),
+            &mut out,
+        );
+        out
+    }
 }
 
 /// One batch of provider writes (or a dry-run plan), as the leader reports it.
@@ -134,8 +240,15 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         by: String,
     },
-    /// The endpoints and decision settings, from the leader's configuration.
+    /// The endpoints and decision settings, from the leader's configuration:
+    /// the first catalog, or one with a higher `catalog_version`.
     Catalog(Catalog),
+    /// A catalog an operator applied (`vantage pools apply`).
+    ApplyCatalog {
+        catalog: Catalog,
+        /// Who applied it, as the node that took the call saw it.
+        by: String,
+    },
     /// What the leader wrote to (or, in dry-run, would write to) the DNS provider.
     DnsAudit(DnsAudit),
     /// What the leader is about to write (see [`DnsIntent`]).
@@ -166,7 +279,11 @@ impl Command {
     /// The agent a command speaks for, if it is an agent report.
     pub fn agent(&self) -> Option<NodeId> {
         match self {
-            Command::Note { .. } | Command::Catalog(_) | Command::DnsAudit(_) | Command::DnsIntent(_) => None,
+            Command::Note { .. }
+            | Command::Catalog(_)
+            | Command::ApplyCatalog { .. }
+            | Command::DnsAudit(_)
+            | Command::DnsIntent(_) => None,
             Command::Observe { agent, .. } | Command::Heartbeat { agent, .. } => Some(*agent),
         }
     }
@@ -174,7 +291,11 @@ impl Command {
     /// What an agent report claims, as proposed by `origin`; None for other commands.
     pub fn claim(&self, origin: NodeId) -> Option<ReportClaim<'_>> {
         match self {
-            Command::Note { .. } | Command::Catalog(_) | Command::DnsAudit(_) | Command::DnsIntent(_) => None,
+            Command::Note { .. }
+            | Command::Catalog(_)
+            | Command::ApplyCatalog { .. }
+            | Command::DnsAudit(_)
+            | Command::DnsIntent(_) => None,
             Command::Observe {
                 agent, seq, changes, ..
             } => Some(ReportClaim {

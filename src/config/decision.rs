@@ -134,6 +134,7 @@ impl Config {
             })
             .collect();
         Ok(Catalog {
+            version: self.catalog_version,
             quorum: d.quorum,
             observation_ttl_ms: d.observation_ttl.ms(),
             initial: if d.initial == "unknown" {

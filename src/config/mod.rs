@@ -156,6 +156,12 @@ pub struct Config {
     /// reach a majority of them it abstains instead of reporting endpoints down.
     #[serde(default)]
     pub control: Vec<ControlConfig>,
+    /// The version of the pools and decision settings in this file. The
+    /// cluster adopts a file's catalog only when this is higher than the
+    /// committed one (on the leader, or on any node at SIGHUP); otherwise a
+    /// differing file is reported as config drift.
+    #[serde(default)]
+    pub catalog_version: u64,
     /// The quorum rule and its guards.
     #[serde(default)]
     pub decision: DecisionConfig,

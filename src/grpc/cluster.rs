@@ -15,8 +15,8 @@ use crate::agent::Agent;
 use crate::proto::v1::cluster_client::ClusterClient;
 use crate::proto::v1::cluster_server::Cluster;
 use crate::proto::v1::{
-    AddNodeRequest, BootstrapRequest, BootstrapResponse, ClusterStatus, GetStatusRequest, Member, MembershipResponse,
-    ProposeNoteRequest, ProposeResponse, RemoveNodeRequest,
+    AddNodeRequest, ApplyCatalogRequest, ApplyCatalogResponse, BootstrapRequest, BootstrapResponse, ClusterStatus,
+    GetStatusRequest, Member, MembershipResponse, ProposeNoteRequest, ProposeResponse, RemoveNodeRequest,
 };
 use crate::types::{Command, NodeId, Peer};
 
@@ -187,16 +187,20 @@ impl Cluster for ClusterService {
             super::linearize(&self.agent).await?;
         }
         let m = self.agent.metrics();
-        let (log_time_ms, notes_applied, state_digest, last_note, mut alarms) = self
+        let local = self.agent.local_catalog();
+        let (log_time_ms, notes_applied, state_digest, last_note, mut alarms, catalog) = self
             .agent
             .read(|sm| {
                 let app = &sm.app;
+                let mut alarms = alarms(app);
+                alarms.extend(crate::catalog::drift(local.as_ref(), app.catalog.as_ref()));
                 (
                     app.log_time_ms,
                     app.notes_applied,
                     app.digest_hex(),
                     app.last_note.clone(),
-                    alarms(app),
+                    alarms,
+                    app.catalog.clone(),
                 )
             })
             .await;
@@ -239,6 +243,13 @@ impl Cluster for ClusterService {
             last_note,
             linearizable,
             alarms,
+            catalog_version: catalog.as_ref().map(|c| c.version).unwrap_or(0),
+            catalog_hash: catalog.as_ref().map(|c| c.content_digest()).unwrap_or_default(),
+            local_catalog_hash: local.as_ref().map(|c| c.content_digest()).unwrap_or_default(),
+            catalog_endpoints: catalog
+                .iter()
+                .flat_map(|c| c.pools.iter().flat_map(|p| p.endpoints.iter().map(|e| e.id.clone())))
+                .collect(),
         }))
     }
 
@@ -470,6 +481,52 @@ impl Cluster for ClusterService {
             log_index: done.index,
             log_time_ms: done.reply.log_time_ms,
         }))
+    }
+
+    async fn apply_catalog(&self, req: Request<ApplyCatalogRequest>) -> Result<Response<ApplyCatalogResponse>, Status> {
+        let caller = auth::operator(&self.agent, &req, "ApplyCatalog")?;
+        let by = auth::actor(&caller, &req);
+        let r = req.into_inner();
+        let mut catalog: crate::types::Catalog = serde_json::from_str(&r.catalog_json)
+            .map_err(|e| Status::invalid_argument(format!("catalog_json: {e}")))?;
+        let committed = self.agent.read(|sm| sm.app.catalog.clone()).await;
+        let committed_version = committed.as_ref().map(|c| c.version).unwrap_or(0);
+        // An operator's apply is a change by definition: it goes in above
+        // the committed version whatever the file says.
+        catalog.version = catalog.version.max(committed_version + 1);
+        let diff = match &committed {
+            Some(c) => c.diff(&catalog),
+            None => vec!["first catalog".into()],
+        };
+        let unchanged = committed
+            .as_ref()
+            .is_some_and(|c| c.content_digest() == catalog.content_digest());
+        let mut out = ApplyCatalogResponse {
+            committed_version,
+            version: catalog.version,
+            diff,
+            applied: false,
+            log_index: 0,
+            message: String::new(),
+        };
+        if unchanged {
+            out.message = format!("the committed catalog (version {committed_version}) already says this");
+            out.version = committed_version;
+            return Ok(Response::new(out));
+        }
+        if !r.commit {
+            out.message = "not applied: shown only (--yes applies it)".into();
+            return Ok(Response::new(out));
+        }
+        let done = self
+            .agent
+            .propose(Command::ApplyCatalog { catalog, by })
+            .await
+            .map_err(status::propose)?;
+        out.applied = done.reply.accepted;
+        out.log_index = done.index;
+        out.message = done.reply.detail;
+        Ok(Response::new(out))
     }
 }
 

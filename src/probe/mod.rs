@@ -15,9 +15,10 @@ use crate::detect::Outcome;
 pub use scheduler::{EndpointView, LocalView, Scheduler};
 
 /// What probes share: the ICMP sockets and the HTTP clients.
+#[derive(Clone)]
 pub struct Probers {
     pub pinger: Arc<icmp::Pinger>,
-    http: http::Clients,
+    http: Arc<http::Clients>,
 }
 
 impl Probers {
@@ -26,7 +27,7 @@ impl Probers {
         let pinger = Arc::new(icmp::Pinger::new().await);
         Probers {
             pinger,
-            http: http::Clients::default(),
+            http: Arc::default(),
         }
     }
 

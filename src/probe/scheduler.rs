@@ -37,12 +37,18 @@ pub struct Event {
 /// Running probe tasks; they stop when this is dropped.
 pub struct Scheduler {
     pub view: LocalView,
-    tasks: Vec<JoinHandle<()>>,
+    seed: u64,
+    probers: Probers,
+    limit: Arc<Semaphore>,
+    events: mpsc::UnboundedSender<Event>,
+    /// One task per endpoint, with the spec it probes.
+    tasks: std::sync::Mutex<BTreeMap<String, (EndpointSpec, JoinHandle<()>)>>,
 }
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        let tasks = self.tasks.get_mut().unwrap_or_else(|p| p.into_inner());
+        for (_, t) in tasks.values() {
             t.abort();
         }
     }
@@ -74,70 +80,106 @@ impl Scheduler {
         max_concurrency: usize,
         events: mpsc::UnboundedSender<Event>,
     ) -> Result<Scheduler, String> {
-        let limit = Arc::new(Semaphore::new(max_concurrency.max(1)));
-        let view: LocalView = Arc::new(RwLock::new(
-            specs
-                .iter()
-                .map(|s| {
-                    (
-                        s.id.clone(),
-                        EndpointView {
-                            spec: s.clone(),
-                            state: Health::Unknown,
-                            evidence: Evidence::default(),
-                            last_probe: None,
-                        },
-                    )
-                })
-                .collect(),
-        ));
-        let mut tasks = Vec::with_capacity(specs.len());
+        let s = Scheduler {
+            view: Arc::new(RwLock::new(BTreeMap::new())),
+            seed,
+            probers: probers.clone(),
+            limit: Arc::new(Semaphore::new(max_concurrency.max(1))),
+            events,
+            tasks: std::sync::Mutex::new(BTreeMap::new()),
+        };
+        s.update(specs)?;
+        Ok(s)
+    }
+
+    /// Probes exactly `specs` from now on: new endpoints start (Unknown, in
+    /// their phase), removed ones stop and leave the view, and an endpoint
+    /// whose check changed starts over. Unchanged ones keep their state.
+    /// Checked whole first: on an error nothing changes.
+    pub fn update(&self, specs: &[EndpointSpec]) -> Result<(usize, usize), String> {
+        let mut probes = BTreeMap::new();
         for spec in specs {
-            let probe = probers
+            let probe = self
+                .probers
                 .probe_for(spec)
                 .map_err(|e| format!("endpoint {}: {e}", spec.id))?;
-            let start = tokio::time::Instant::now() + phase(seed, &spec.id, spec.interval);
-            let (id, interval, limit, view, events) = (
-                spec.id.clone(),
-                spec.interval,
-                limit.clone(),
-                view.clone(),
-                events.clone(),
+            probes.insert(spec.id.clone(), (spec.clone(), probe));
+        }
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let stale: Vec<String> = tasks
+            .iter()
+            .filter(|(id, (spec, _))| probes.get(*id).is_none_or(|(s, _)| s != spec))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
+        for id in &stale {
+            if let Some((_, t)) = tasks.remove(id) {
+                t.abort();
+            }
+            view.remove(id);
+        }
+        let mut started = 0;
+        for (id, (spec, probe)) in probes {
+            if tasks.contains_key(&id) {
+                continue;
+            }
+            view.insert(
+                id.clone(),
+                EndpointView {
+                    spec: spec.clone(),
+                    state: Health::Unknown,
+                    evidence: Evidence::default(),
+                    last_probe: None,
+                },
             );
-            let mut detector = Detector::new(spec.fall, spec.rise);
-            tasks.push(tokio::spawn(async move {
-                let mut ticker = tokio::time::interval_at(start, interval);
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    ticker.tick().await;
-                    let outcome = {
-                        let Ok(_permit) = limit.acquire().await else { return };
-                        probe.run().await
-                    };
-                    let transition = detector.record(&outcome);
-                    if let Ok(mut v) = view.write() {
-                        if let Some(e) = v.get_mut(&id) {
-                            e.state = detector.state();
-                            e.evidence = detector.evidence().clone();
-                            e.last_probe = Some(Instant::now());
-                        }
-                    }
-                    if let Some(transition) = transition {
-                        tracing::info!(endpoint = %id, from = transition.from.as_str(), to = transition.to.as_str(),
-                            error = transition.evidence.last_error.as_deref().unwrap_or(""), "local view changed");
-                        if events
-                            .send(Event {
-                                endpoint: id.clone(),
-                                transition,
-                            })
-                            .is_err()
-                        {
-                            return;
-                        }
+            let task = self.spawn(&spec, probe);
+            tasks.insert(id, (spec, task));
+            started += 1;
+        }
+        Ok((started, stale.len()))
+    }
+
+    fn spawn(&self, spec: &EndpointSpec, probe: super::Probe) -> JoinHandle<()> {
+        let start = tokio::time::Instant::now() + phase(self.seed, &spec.id, spec.interval);
+        let (id, interval, limit, view, events) = (
+            spec.id.clone(),
+            spec.interval,
+            self.limit.clone(),
+            self.view.clone(),
+            self.events.clone(),
+        );
+        let mut detector = Detector::new(spec.fall, spec.rise);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval_at(start, interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let outcome = {
+                    let Ok(_permit) = limit.acquire().await else { return };
+                    probe.run().await
+                };
+                let transition = detector.record(&outcome);
+                if let Ok(mut v) = view.write() {
+                    if let Some(e) = v.get_mut(&id) {
+                        e.state = detector.state();
+                        e.evidence = detector.evidence().clone();
+                        e.last_probe = Some(Instant::now());
                     }
                 }
-            }));
-        }
-        Ok(Scheduler { view, tasks })
+                if let Some(transition) = transition {
+                    tracing::info!(endpoint = %id, from = transition.from.as_str(), to = transition.to.as_str(),
+                        error = transition.evidence.last_error.as_deref().unwrap_or(""), "local view changed");
+                    if events
+                        .send(Event {
+                            endpoint: id.clone(),
+                            transition,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        })
     }
 }

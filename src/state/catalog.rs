@@ -16,6 +16,56 @@ impl AppState {
 
     /// Installs a new catalog: new endpoints start at the catalog's initial
     /// decision and in DNS; endpoints no longer listed are forgotten.
+    /// The one rule for a catalog change, from a leader's file or an
+    /// operator: the first catalog is installed; after that only a higher
+    /// version is, with its difference in the history. An equal version with
+    /// other content is refused: that is a lagging file, never a change.
+    pub(super) fn change_catalog(
+        &mut self,
+        index: u64,
+        c: &Catalog,
+        by: &str,
+        voters: &BTreeSet<NodeId>,
+        now: u64,
+    ) -> crate::types::Reply {
+        let reply = |accepted: bool, detail: String| crate::types::Reply {
+            log_time_ms: now,
+            accepted,
+            detail,
+        };
+        if let Some(cur) = &self.catalog {
+            if c.version <= cur.version {
+                if c.content_digest() == cur.content_digest() {
+                    return reply(true, format!("catalog version {} unchanged", cur.version));
+                }
+                return reply(
+                    false,
+                    format!(
+                        "catalog version {} is not newer than the committed version {}: raise catalog_version to \
+                         change the cluster's catalog",
+                        c.version, cur.version
+                    ),
+                );
+            }
+        }
+        let diff = match &self.catalog {
+            Some(cur) => cur.diff(c),
+            None => vec!["first catalog".to_string()],
+        };
+        let summary = format!(
+            "catalog version {} applied by {by}: {}",
+            c.version,
+            if diff.is_empty() {
+                "no content change".to_string()
+            } else {
+                diff.join("; ")
+            }
+        );
+        self.event(index, EventKind::Catalog, Note::rule(&summary));
+        self.install_catalog(index, c.clone(), voters);
+        reply(true, summary)
+    }
+
     pub(super) fn install_catalog(&mut self, index: u64, c: Catalog, voters: &BTreeSet<NodeId>) {
         let now = self.log_time_ms;
         let mut wanted: BTreeMap<String, (String, String)> = BTreeMap::new();

@@ -203,13 +203,10 @@ impl AppState {
                 reply(now, true, "DNS intent recorded".into())
             }
             Command::Catalog(c) => {
-                self.install_catalog(index, c.clone(), voters);
-                reply(
-                    now,
-                    true,
-                    format!("catalog of {} endpoints installed", self.endpoints.len()),
-                )
+                let by = format!("node {}'s configuration", p.origin);
+                self.change_catalog(index, c, &by, voters, now)
             }
+            Command::ApplyCatalog { catalog, by } => self.change_catalog(index, catalog, by, voters, now),
             Command::Observe {
                 agent,
                 seq,

@@ -7,6 +7,7 @@ fn voters() -> BTreeSet<NodeId> {
 
 fn catalog(addrs: &[&str]) -> Catalog {
     Catalog {
+        version: 0,
         quorum: None,
         observation_ttl_ms: 15_000,
         initial: Decision::Up,

@@ -126,6 +126,7 @@ mod tests {
                     .collect(),
             };
             Catalog {
+                version: 0,
                 quorum: None,
                 observation_ttl_ms: 3000,
                 initial: Decision::Up,

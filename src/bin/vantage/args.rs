@@ -110,6 +110,11 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: TlsCmd,
     },
+    /// Change the cluster-wide catalog (pools, endpoints, decision settings).
+    Pools {
+        #[command(subcommand)]
+        cmd: PoolsCmd,
+    },
     /// Check a stopped node's data directory, or recover a node whose directory cannot be trusted.
     Data {
         #[command(subcommand)]
@@ -228,6 +233,24 @@ pub enum TlsCmd {
         role: String,
         #[command(flatten)]
         issued: Issued,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PoolsCmd {
+    /// Show the difference between FILE's catalog and the committed one; with --yes, apply it once for the
+    /// whole cluster (as the committed version + 1, or FILE's catalog_version if higher).
+    Apply {
+        /// A node configuration file (validated whole); its pools and [decision] make the catalog.
+        file: PathBuf,
+        /// Any member of the cluster.
+        #[arg(long, short)]
+        addr: String,
+        /// Apply it (without: show the difference only).
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -11,8 +11,8 @@ use vantage::config::Config;
 use vantage::network::Connector;
 use vantage::proto::v1::cluster_client::ClusterClient;
 use vantage::proto::v1::{
-    AddNodeRequest, BootstrapRequest, ClusterStatus, GetStatusRequest, Member, MembershipResponse, ProposeNoteRequest,
-    RemoveNodeRequest,
+    AddNodeRequest, ApplyCatalogRequest, BootstrapRequest, ClusterStatus, GetStatusRequest, Member, MembershipResponse,
+    ProposeNoteRequest, RemoveNodeRequest,
 };
 use vantage::tls::{Tls, TlsFiles};
 
@@ -147,6 +147,38 @@ pub async fn run(cmd: ClusterCmd) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// `vantage pools apply`: the difference first; the change only with `--yes`.
+pub async fn pools_apply(file: &Path, addr: &str, yes: bool, json: bool) -> Result<(), Failure> {
+    let config = load(file)?;
+    let catalog = config.catalog().map_err(|e| Failure::usage(e.to_string()))?;
+    let catalog_json = serde_json::to_string(&catalog).map_err(|e| Failure::runtime(e.to_string()))?;
+    let r = service_client(addr)?
+        .apply_catalog(ApplyCatalogRequest {
+            catalog_json,
+            commit: yes,
+        })
+        .await
+        .map_err(|s| rpc_failure(addr, s))?
+        .into_inner();
+    if json {
+        return print_json(&r);
+    }
+    say!(
+        "committed catalog: version {}; {}: version {}",
+        r.committed_version,
+        file.display(),
+        r.version
+    );
+    for d in &r.diff {
+        say!("  {d}");
+    }
+    say!("{}", r.message);
+    if yes && !r.applied && r.version != r.committed_version {
+        return Err(Failure::runtime("the catalog was not applied"));
+    }
+    Ok(())
 }
 
 pub fn membership_out(r: &MembershipResponse, json: bool) -> Result<(), Failure> {

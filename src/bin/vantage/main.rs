@@ -32,7 +32,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use args::{Cli, Cmd, ConfigCmd, DataCmd};
+use args::{Cli, Cmd, ConfigCmd, DataCmd, PoolsCmd};
 
 /// A failure with the exit code it maps to.
 pub struct Failure {
@@ -101,6 +101,9 @@ fn main() -> ExitCode {
             cmd: ConfigCmd::Check { file },
         } => query::config_check(&file),
         Cmd::Cluster { cmd } => block(cluster::run(cmd)),
+        Cmd::Pools {
+            cmd: PoolsCmd::Apply { file, addr, yes, json },
+        } => block(async move { cluster::pools_apply(&file, &addr, yes, json).await }),
         Cmd::Data {
             cmd: DataCmd::Check { dir, json },
         } => data::check(&dir, json),

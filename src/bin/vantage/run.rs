@@ -73,7 +73,6 @@ async fn serve(config: Config) -> Result<(), Failure> {
         ))
     })?;
     let tls = config.tls_material().map_err(|e| Failure::usage(e.to_string()))?;
-    reload_on_sighup(tls.clone());
     let connector = Connector::new(config.raft.connect_timeout.0, config.raft.max_message_bytes)
         .with_local_ip(addr.ip())
         .with_tls(tls);
@@ -103,26 +102,4 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
-}
-
-/// SIGHUP re-reads the TLS files at once (they are also re-read within 5 s
-/// of a change); it never stops the agent.
-fn reload_on_sighup(tls: Option<std::sync::Arc<vantage::tls::Tls>>) {
-    #[cfg(unix)]
-    tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP; TLS files are still re-read when they change");
-            return;
-        };
-        while hup.recv().await.is_some() {
-            match tls.as_ref().map(|t| t.reload_if_changed()) {
-                None => tracing::info!("SIGHUP: no TLS configured, nothing to reload"),
-                Some(Ok(true)) => tracing::info!("TLS files changed: reloaded (SIGHUP)"),
-                Some(Ok(false)) => tracing::info!("SIGHUP: TLS files unchanged"),
-                Some(Err(e)) => tracing::error!("SIGHUP: TLS files cannot be used, keeping the current ones: {e}"),
-            }
-        }
-    });
-    #[cfg(not(unix))]
-    let _ = tls;
 }
