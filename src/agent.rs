@@ -283,7 +283,11 @@ impl Agent {
     async fn check_proposal(&self, origin: NodeId, command: &Command) -> Result<(), ProposeError> {
         let refuse = |m: String| Err(ProposeError::Refused(m));
         match command {
-            Command::Note { .. } | Command::ApplyCatalog { .. } => Ok(()),
+            Command::Note { .. }
+            | Command::ApplyCatalog { .. }
+            | Command::Drain { .. }
+            | Command::Undrain { .. }
+            | Command::PauseDns { .. } => Ok(()),
             Command::Catalog(_) if origin != self.id => refuse(format!(
                 "node {origin} proposed a catalog; only the leader proposes the catalog, from its configuration"
             )),

@@ -138,6 +138,8 @@ pub enum EventKind {
     DnsPlan,
     /// An operator's note or membership change, with who made it.
     Note,
+    /// An operator drained or undrained an endpoint, or paused or resumed DNS writes.
+    Override,
 }
 
 impl EventKind {
@@ -152,6 +154,7 @@ impl EventKind {
             EventKind::DnsWrite => "dns-write",
             EventKind::DnsPlan => "dns-plan",
             EventKind::Note => "note",
+            EventKind::Override => "override",
         }
     }
 }

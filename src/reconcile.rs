@@ -414,6 +414,7 @@ impl Reconciler {
         let mut last_desired: Option<BTreeSet<Record>> = None;
         let mut last_plan: Option<Vec<Change>> = None;
         let mut was_leader = false;
+        let mut was_paused = false;
         let mut due = Instant::now();
         let mut backoff = Backoff::new(self.interval);
         let mut takeover = Takeover {
@@ -425,7 +426,26 @@ impl Reconciler {
         credentials_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let leader = self.agent.is_leader();
-            if leader {
+            let paused = self.agent.read(|sm| sm.app.dns_paused.clone()).await;
+            if leader && paused.is_some() {
+                // Decisions go on; writes wait for `vantage dns resume`.
+                if !was_paused {
+                    if let Some(p) = &paused {
+                        tracing::warn!(
+                            "DNS writes paused by {}: {}; nothing is written until resumed",
+                            p.by,
+                            p.reason
+                        );
+                    }
+                }
+                last_desired = None;
+                was_paused = true;
+            } else if leader {
+                if was_paused {
+                    tracing::info!("DNS writes resumed");
+                    was_paused = false;
+                    due = Instant::now();
+                }
                 let wanted = self.desired().await;
                 let desired = wanted.0.clone();
                 // Work when the decision changed, on taking office, or when the

@@ -253,6 +253,23 @@ pub enum Command {
     DnsAudit(DnsAudit),
     /// What the leader is about to write (see [`DnsIntent`]).
     DnsIntent(DnsIntent),
+    /// An operator takes an endpoint out of DNS whatever the probes say
+    /// (it is still probed); for `for_ms` of log time, or until undrained.
+    Drain {
+        endpoint: String,
+        reason: String,
+        #[serde(default)]
+        for_ms: Option<u64>,
+        /// Drain it even when it holds the last record of a hostname.
+        #[serde(default)]
+        force: bool,
+        by: String,
+    },
+    /// Returns a drained endpoint to the quorum rule (and its hold-down).
+    Undrain { endpoint: String, by: String },
+    /// Stops (`paused`) or restarts every provider write, cluster-wide;
+    /// decisions go on and `plan` shows what is pending.
+    PauseDns { paused: bool, reason: String, by: String },
     /// Transitions of an agent's local view, batched.
     Observe {
         /// The reporting agent; must be the node that proposed the entry.
@@ -283,7 +300,10 @@ impl Command {
             | Command::Catalog(_)
             | Command::ApplyCatalog { .. }
             | Command::DnsAudit(_)
-            | Command::DnsIntent(_) => None,
+            | Command::DnsIntent(_)
+            | Command::Drain { .. }
+            | Command::Undrain { .. }
+            | Command::PauseDns { .. } => None,
             Command::Observe { agent, .. } | Command::Heartbeat { agent, .. } => Some(*agent),
         }
     }
@@ -295,7 +315,10 @@ impl Command {
             | Command::Catalog(_)
             | Command::ApplyCatalog { .. }
             | Command::DnsAudit(_)
-            | Command::DnsIntent(_) => None,
+            | Command::DnsIntent(_)
+            | Command::Drain { .. }
+            | Command::Undrain { .. }
+            | Command::PauseDns { .. } => None,
             Command::Observe {
                 agent, seq, changes, ..
             } => Some(ReportClaim {

@@ -820,3 +820,103 @@ fn a_rejected_token_costs_under_30_requests_in_5_minutes_and_writes_resume_soon_
     assert!(cleared.is_some(), "{:#}", c.status(leader));
     assert_clean(&d);
 }
+
+#[test]
+fn drain_undrain_pause_and_resume_write_exactly_what_they_say() {
+    let mut a = Port::open("127.0.77.200:7600".parse().unwrap());
+    let _b = Port::open("127.0.77.201:7600".parse().unwrap());
+    let Setup { rt: _rt, d, c, _dir } = setup(77, false);
+    let leader = c.wait_leader(&[1, 2, 3], LONG);
+    wait_for("four managed records", LONG, || (managed(&d).len() == 4).then_some(())).expect("records");
+    let f = (1..=3).find(|i| *i != leader).unwrap();
+    let (ep_a, ep_b) = ("web/127.0.77.200", "web/127.0.77.201");
+
+    // Drain, through a follower: the records go within a round.
+    let cut = d.requests().len();
+    let r = c.cli_json(&[
+        "endpoint",
+        "drain",
+        ep_a,
+        "--addr",
+        c.addr(f),
+        "--reason",
+        "kernel upgrade",
+    ]);
+    assert_eq!(r["applied"], true, "{r:#}");
+    let gone = wait_for("the drained endpoint's records deleted", LONG, || {
+        let m = managed(&d);
+        (m.len() == 2 && m.keys().all(|(_, addr)| addr == "127.0.77.201")).then_some(())
+    });
+    assert!(gone.is_some(), "{:?}\n{}", managed(&d), c.logs());
+    assert!(writes_by(&d, leader, cut) > 0, "the leader wrote the deletes");
+    let e = c.endpoint(leader, ep_a).unwrap();
+    assert!(!e["local"].is_null(), "a drained endpoint is still probed: {e:#}");
+    assert_eq!(e["in_dns"], false, "{e:#}");
+    // Draining the last record of the hostnames is refused without --force.
+    let out = c.cli(&["endpoint", "drain", ep_b, "--addr", c.addr(f), "--reason", "oops"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("no record in DNS"), "{said}");
+    assert_eq!(managed(&d).len(), 2);
+
+    // Undrain: back in DNS (hold_down is 0 s here).
+    let r = c.cli_json(&["endpoint", "undrain", ep_a, "--addr", c.addr(leader)]);
+    assert_eq!(r["applied"], true, "{r:#}");
+    wait_for("the records back", LONG, || (managed(&d).len() == 4).then_some(()))
+        .unwrap_or_else(|| panic!("{:?}\n{}", managed(&d), c.logs()));
+
+    // DNS paused during a failure: decisions go on, nothing is written.
+    let r = c.cli_json(&["dns", "pause", "--addr", c.addr(f), "--reason", "incident 42"]);
+    assert_eq!(r["applied"], true, "{r:#}");
+    let cut = d.requests().len();
+    a.close();
+    wait_for("the endpoint decided down", LONG, || {
+        (c.endpoint(leader, ep_a)?["decision"] == "down").then_some(())
+    })
+    .unwrap_or_else(|| panic!("{}", c.logs()));
+    let plan = wait_for("plan shows the pending deletes", LONG, || {
+        let p = c.cli_json(&["plan", "--addr", c.addr(leader)]);
+        let changes: Vec<String> = p["changes"].as_array()?.iter().map(|c| c.to_string()).collect();
+        (changes.len() == 2
+            && changes
+                .iter()
+                .all(|c| c.contains("delete") && c.contains("127.0.77.200")))
+        .then_some(changes)
+    })
+    .unwrap_or_else(|| panic!("{}", c.logs()));
+    // Several reconcile rounds (1 s each) of log time pass without a write.
+    let t0 = c.endpoints(leader).unwrap()["log_time_ms"].as_u64().unwrap();
+    wait_for("3 s of log time", LONG, || {
+        (c.endpoints(leader)?["log_time_ms"].as_u64()? >= t0 + 3000).then_some(())
+    })
+    .expect("log time");
+    let writes: Vec<_> = d.requests()[cut..]
+        .iter()
+        .filter(|r| r.method != "GET")
+        .cloned()
+        .collect();
+    assert!(writes.is_empty(), "writes while paused: {writes:?}");
+    assert_eq!(managed(&d).len(), 4);
+    let alarms = c.status(leader)["alarms"].to_string();
+    assert!(alarms.contains("paused") && alarms.contains("incident 42"), "{alarms}");
+
+    // Resume: exactly the plan is written.
+    let r = c.cli_json(&["dns", "resume", "--addr", c.addr(f)]);
+    assert_eq!(r["applied"], true, "{r:#}");
+    let done = wait_for("the pending deletes written", LONG, || {
+        let m = managed(&d);
+        (m.len() == 2 && m.keys().all(|(_, addr)| addr == "127.0.77.201")).then_some(())
+    });
+    assert!(done.is_some(), "{:?}\n{}", managed(&d), c.logs());
+    println!("plan while paused: {plan:?}");
+    let h = c.cli_json(&["history", "--addr", c.addr(leader), "--limit", "1000"]);
+    let overrides: Vec<String> = h["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "override")
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(overrides.len(), 4, "drain, undrain, pause, resume: {overrides:#?}");
+    assert!(overrides.iter().all(|e| e.contains("operator")), "{overrides:#?}");
+    assert_clean(&d);
+}

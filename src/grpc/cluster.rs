@@ -16,7 +16,8 @@ use crate::proto::v1::cluster_client::ClusterClient;
 use crate::proto::v1::cluster_server::Cluster;
 use crate::proto::v1::{
     AddNodeRequest, ApplyCatalogRequest, ApplyCatalogResponse, BootstrapRequest, BootstrapResponse, ClusterStatus,
-    GetStatusRequest, Member, MembershipResponse, ProposeNoteRequest, ProposeResponse, RemoveNodeRequest,
+    DrainRequest, GetStatusRequest, Member, MembershipResponse, OverrideResponse, PauseDnsRequest, ProposeNoteRequest,
+    ProposeResponse, RemoveNodeRequest, UndrainRequest,
 };
 use crate::types::{Command, NodeId, Peer};
 
@@ -142,6 +143,20 @@ fn alarms(app: &crate::state::AppState) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(p) = &app.panic {
         out.push(format!("panic freeze since log index {}: {}", p.index, p.reason));
+    }
+    if let Some(p) = &app.dns_paused {
+        out.push(format!(
+            "DNS writes paused by {} ({}); `vantage plan` shows what is pending, `vantage dns resume` writes it",
+            p.by, p.reason
+        ));
+    }
+    let drained: Vec<String> = app
+        .endpoints
+        .iter()
+        .filter_map(|(id, e)| e.drained.as_ref().map(|d| format!("{id} (by {}: {})", d.by, d.reason)))
+        .collect();
+    if !drained.is_empty() {
+        out.push(format!("drained, out of DNS: {}", drained.join(", ")));
     }
     if let Some(d) = app.last_dns.as_ref().filter(|d| !d.ok && !d.dry_run) {
         if d.refused {
@@ -483,6 +498,41 @@ impl Cluster for ClusterService {
         }))
     }
 
+    async fn drain(&self, req: Request<DrainRequest>) -> Result<Response<OverrideResponse>, Status> {
+        let caller = auth::operator(&self.agent, &req, "Drain")?;
+        let by = auth::actor(&caller, &req);
+        let r = req.into_inner();
+        let reason = required_reason(r.reason)?;
+        let command = Command::Drain {
+            endpoint: r.endpoint,
+            reason,
+            for_ms: (r.for_ms > 0).then_some(r.for_ms),
+            force: r.force,
+            by,
+        };
+        self.override_with(command).await
+    }
+
+    async fn undrain(&self, req: Request<UndrainRequest>) -> Result<Response<OverrideResponse>, Status> {
+        let caller = auth::operator(&self.agent, &req, "Undrain")?;
+        let by = auth::actor(&caller, &req);
+        let endpoint = req.into_inner().endpoint;
+        self.override_with(Command::Undrain { endpoint, by }).await
+    }
+
+    async fn pause_dns(&self, req: Request<PauseDnsRequest>) -> Result<Response<OverrideResponse>, Status> {
+        let caller = auth::operator(&self.agent, &req, "PauseDns")?;
+        let by = auth::actor(&caller, &req);
+        let r = req.into_inner();
+        let reason = if r.pause { required_reason(r.reason)? } else { r.reason };
+        self.override_with(Command::PauseDns {
+            paused: r.pause,
+            reason,
+            by,
+        })
+        .await
+    }
+
     async fn apply_catalog(&self, req: Request<ApplyCatalogRequest>) -> Result<Response<ApplyCatalogResponse>, Status> {
         let caller = auth::operator(&self.agent, &req, "ApplyCatalog")?;
         let by = auth::actor(&caller, &req);
@@ -527,6 +577,33 @@ impl Cluster for ClusterService {
         out.log_index = done.index;
         out.message = done.reply.detail;
         Ok(Response::new(out))
+    }
+}
+
+/// An override needs a reason a colleague can read later, and a bounded one.
+fn required_reason(reason: String) -> Result<String, Status> {
+    let reason = reason.trim().to_string();
+    if reason.is_empty() {
+        return Err(Status::invalid_argument("reason: say why (it goes in the history)"));
+    }
+    if reason.len() > MAX_NOTE_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "reason: at most {MAX_NOTE_BYTES} bytes, got {}",
+            reason.len()
+        )));
+    }
+    Ok(reason)
+}
+
+impl ClusterService {
+    /// Commits an operator override and says what the state machine made of it.
+    async fn override_with(&self, command: Command) -> Result<Response<OverrideResponse>, Status> {
+        let done = self.agent.propose(command).await.map_err(status::propose)?;
+        Ok(Response::new(OverrideResponse {
+            applied: done.reply.accepted,
+            message: done.reply.detail,
+            log_index: done.index,
+        }))
     }
 }
 

@@ -105,6 +105,7 @@ impl AppState {
                             dns_reason: "initial".into(),
                             dns_since_ms: now,
                             removed_ms: None,
+                            drained: None,
                         },
                     );
                 }

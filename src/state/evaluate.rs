@@ -140,7 +140,7 @@ impl AppState {
     }
 
     /// Applies the guards to one pool and records every change of placement.
-    fn place_pool(&mut self, index: u64, pool: &str) {
+    pub(super) fn place_pool(&mut self, index: u64, pool: &str) {
         let Some(c) = &self.catalog else { return };
         let Some(cp) = c.pools.iter().find(|p| p.name == pool) else {
             return;
@@ -150,14 +150,29 @@ impl AppState {
             hold_down_ms: c.hold_down_ms,
             frozen: self.panic.is_some(),
         };
+        // A drained endpoint is out whatever its decision, and does not count
+        // for the guards (it is not there to keep a pool healthy).
         let candidates: Vec<Candidate> = self
             .endpoints
             .iter()
-            .filter(|(_, e)| e.pool == pool)
+            .filter(|(_, e)| e.pool == pool && e.drained.is_none())
             .map(|(id, e)| e.candidate(id))
             .collect();
         let now = self.log_time_ms;
-        for (id, placed) in decide::place(&candidates, &guards, now) {
+        let mut placements = decide::place(&candidates, &guards, now);
+        for (id, e) in self.endpoints.iter().filter(|(_, e)| e.pool == pool) {
+            if let Some(d) = &e.drained {
+                placements.insert(
+                    id.clone(),
+                    decide::Placement {
+                        in_dns: false,
+                        reason: format!("drained by {}: {}", d.by, d.reason),
+                        guarded: true,
+                    },
+                );
+            }
+        }
+        for (id, placed) in placements {
             let Some(st) = self.endpoints.get_mut(&id) else {
                 continue;
             };

@@ -16,6 +16,7 @@ use crate::types::{Catalog, Command, DnsAudit, DnsIntent, Proposal, Reply};
 mod audit;
 mod catalog;
 mod evaluate;
+mod overrides;
 #[cfg(test)]
 mod tests;
 
@@ -71,6 +72,19 @@ pub struct EndpointState {
     pub dns_since_ms: u64,
     /// Log time it last left DNS.
     pub removed_ms: Option<u64>,
+    /// Set while an operator holds it out of DNS.
+    #[serde(default)]
+    pub drained: Option<Override>,
+}
+
+/// An operator's override: who, why, since and (for a maintenance window)
+/// until when, in log time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Override {
+    pub by: String,
+    pub reason: String,
+    pub since_ms: u64,
+    pub until_ms: Option<u64>,
 }
 
 /// An active panic freeze.
@@ -113,6 +127,9 @@ pub struct AppState {
     /// A write announced and not yet followed by its outcome.
     #[serde(default)]
     pub dns_intent: Option<(NodeId, u64, DnsIntent)>,
+    /// Set while an operator has paused every provider write.
+    #[serde(default)]
+    pub dns_paused: Option<Override>,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -146,6 +163,7 @@ impl AppState {
         let encoded = serde_json::to_vec(p).unwrap_or_default();
         self.digest = fnv(fnv(self.digest, &index.to_be_bytes()), &encoded);
         let now = self.log_time_ms;
+        self.expire_drains(index, voters);
         if let Some(claim) = p.command.claim(p.origin) {
             if let Err(refusal) = self.admit(&claim, voters) {
                 return self.refuse(index, refusal.to_string());
@@ -207,6 +225,15 @@ impl AppState {
                 self.change_catalog(index, c, &by, voters, now)
             }
             Command::ApplyCatalog { catalog, by } => self.change_catalog(index, catalog, by, voters, now),
+            Command::Drain {
+                endpoint,
+                reason,
+                for_ms,
+                force,
+                by,
+            } => self.drain(index, endpoint, reason, *for_ms, *force, by, voters),
+            Command::Undrain { endpoint, by } => self.undrain(index, endpoint, &format!("undrained by {by}"), voters),
+            Command::PauseDns { paused, reason, by } => self.pause_dns(index, *paused, reason, by),
             Command::Observe {
                 agent,
                 seq,

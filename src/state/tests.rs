@@ -250,3 +250,66 @@ fn quorum_of_two_decides_down_and_history_names_the_agents() {
         1
     );
 }
+
+fn command(t: u64, command: Command) -> Proposal {
+    Proposal {
+        origin: 1,
+        log_time_ms: t,
+        command,
+    }
+}
+
+fn drain(id: &str, for_ms: Option<u64>, force: bool) -> Command {
+    Command::Drain {
+        endpoint: id.into(),
+        reason: "maintenance".into(),
+        for_ms,
+        force,
+        by: "operator alice".into(),
+    }
+}
+
+#[test]
+fn a_drain_takes_the_endpoint_out_refuses_the_last_record_and_its_window_ends_in_log_time() {
+    let mut s = with_catalog();
+    let v = voters();
+    let r = s.apply(2, &command(100, drain("web/10.0.0.1", Some(5_000), false)), &v);
+    assert!(r.accepted, "{}", r.detail);
+    let names = |s: &AppState| s.desired_records().into_iter().map(|r| r.content).collect::<Vec<_>>();
+    assert_eq!(names(&s), vec!["10.0.0.2"]);
+    // The last record of www.example.com: refused, unless forced.
+    let r = s.apply(3, &command(200, drain("web/10.0.0.2", None, false)), &v);
+    assert!(!r.accepted && r.detail.contains("no record in DNS"), "{}", r.detail);
+    assert_eq!(names(&s), vec!["10.0.0.2"]);
+    // The window ends by itself once log time passes it.
+    s.apply(4, &note(1, 4_000, "before"), &v);
+    assert_eq!(names(&s), vec!["10.0.0.2"]);
+    s.apply(5, &note(1, 5_200, "after"), &v);
+    assert_eq!(names(&s), vec!["10.0.0.1", "10.0.0.2"]);
+    assert!(s
+        .history
+        .iter()
+        .any(|e| e.kind == EventKind::Override && e.rule.contains("maintenance window ended")));
+}
+
+#[test]
+fn an_undrained_endpoint_waits_for_hold_down_like_any_re_add() {
+    let mut s = AppState::default();
+    let v = voters();
+    let mut c = catalog(&["10.0.0.1", "10.0.0.2"]);
+    c.hold_down_ms = 2_000;
+    s.apply(1, &command(10, Command::Catalog(c)), &v);
+    s.apply(2, &command(100, drain("web/10.0.0.1", None, false)), &v);
+    let undrain = Command::Undrain {
+        endpoint: "web/10.0.0.1".into(),
+        by: "operator alice".into(),
+    };
+    assert!(s.apply(3, &command(1_000, undrain), &v).accepted);
+    let has = |s: &AppState| s.desired_records().iter().any(|r| r.content == "10.0.0.1");
+    assert!(!has(&s), "held by hold_down right after undrain");
+    // Re-adds are re-examined as reports arrive (heartbeats, in a cluster).
+    s.apply(4, &observe(1, 1, 1, 2_500, "web/10.0.0.2", Health::Up), &v);
+    assert!(!has(&s));
+    s.apply(5, &observe(1, 1, 2, 3_100, "web/10.0.0.2", Health::Up), &v);
+    assert!(has(&s), "{:?}", s.endpoints["web/10.0.0.1"]);
+}

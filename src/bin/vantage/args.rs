@@ -110,6 +110,16 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: TlsCmd,
     },
+    /// Operator overrides of one endpoint: drain it out of DNS, undrain it.
+    Endpoint {
+        #[command(subcommand)]
+        cmd: EndpointCmd,
+    },
+    /// Pause or resume every DNS provider write, cluster-wide.
+    Dns {
+        #[command(subcommand)]
+        cmd: DnsCmd,
+    },
     /// Change the cluster-wide catalog (pools, endpoints, decision settings).
     Pools {
         #[command(subcommand)]
@@ -233,6 +243,55 @@ pub enum TlsCmd {
         role: String,
         #[command(flatten)]
         issued: Issued,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EndpointCmd {
+    /// Take ID out of DNS whatever the probes say (it is still probed). Refused when it holds the last record
+    /// of a hostname, unless --force.
+    Drain {
+        id: String,
+        #[arg(long, short)]
+        addr: String,
+        /// Why (goes in the history).
+        #[arg(long)]
+        reason: String,
+        /// A maintenance window: undrained by itself after this long (e.g. "2h").
+        #[arg(long, value_parser = parse_dur)]
+        until: Option<Dur>,
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Return ID to the quorum rule (its re-add waits for hold_down, as after any removal).
+    Undrain {
+        id: String,
+        #[arg(long, short)]
+        addr: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DnsCmd {
+    /// Stop every provider write; decisions go on and `vantage plan` shows what is pending.
+    Pause {
+        #[arg(long, short)]
+        addr: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restart provider writes: the leader then writes what `plan` showed.
+    Resume {
+        #[arg(long, short)]
+        addr: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 

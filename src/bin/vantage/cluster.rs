@@ -11,8 +11,8 @@ use vantage::config::Config;
 use vantage::network::Connector;
 use vantage::proto::v1::cluster_client::ClusterClient;
 use vantage::proto::v1::{
-    AddNodeRequest, ApplyCatalogRequest, BootstrapRequest, ClusterStatus, GetStatusRequest, Member, MembershipResponse,
-    ProposeNoteRequest, RemoveNodeRequest,
+    AddNodeRequest, ApplyCatalogRequest, BootstrapRequest, ClusterStatus, DrainRequest, GetStatusRequest, Member,
+    MembershipResponse, OverrideResponse, PauseDnsRequest, ProposeNoteRequest, RemoveNodeRequest, UndrainRequest,
 };
 use vantage::tls::{Tls, TlsFiles};
 
@@ -147,6 +147,57 @@ pub async fn run(cmd: ClusterCmd) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+fn override_out(
+    addr: &str,
+    r: Result<tonic::Response<OverrideResponse>, tonic::Status>,
+    json: bool,
+) -> Result<(), Failure> {
+    let r = r.map_err(|s| rpc_failure(addr, s))?.into_inner();
+    if json {
+        print_json(&r)?;
+    } else {
+        say!("{}", r.message);
+    }
+    if r.applied {
+        Ok(())
+    } else {
+        Err(Failure::runtime(format!("refused: {}", r.message)))
+    }
+}
+
+/// `vantage endpoint drain`.
+pub async fn drain(
+    addr: &str,
+    endpoint: String,
+    reason: String,
+    until: Option<Duration>,
+    force: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let for_ms = until.map(|u| u.as_millis().min(u64::MAX as u128) as u64).unwrap_or(0);
+    let r = service_client(addr)?
+        .drain(DrainRequest {
+            endpoint,
+            reason,
+            for_ms,
+            force,
+        })
+        .await;
+    override_out(addr, r, json)
+}
+
+/// `vantage endpoint undrain`.
+pub async fn undrain(addr: &str, endpoint: String, json: bool) -> Result<(), Failure> {
+    let r = service_client(addr)?.undrain(UndrainRequest { endpoint }).await;
+    override_out(addr, r, json)
+}
+
+/// `vantage dns pause` / `resume`.
+pub async fn pause_dns(addr: &str, pause: bool, reason: String, json: bool) -> Result<(), Failure> {
+    let r = service_client(addr)?.pause_dns(PauseDnsRequest { pause, reason }).await;
+    override_out(addr, r, json)
 }
 
 /// `vantage pools apply`: the difference first; the change only with `--yes`.

@@ -32,7 +32,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use args::{Cli, Cmd, ConfigCmd, DataCmd, PoolsCmd};
+use args::{Cli, Cmd, ConfigCmd, DataCmd, DnsCmd, EndpointCmd, PoolsCmd};
 
 /// A failure with the exit code it maps to.
 pub struct Failure {
@@ -101,6 +101,26 @@ fn main() -> ExitCode {
             cmd: ConfigCmd::Check { file },
         } => query::config_check(&file),
         Cmd::Cluster { cmd } => block(cluster::run(cmd)),
+        Cmd::Endpoint {
+            cmd:
+                EndpointCmd::Drain {
+                    id,
+                    addr,
+                    reason,
+                    until,
+                    force,
+                    json,
+                },
+        } => block(async move { cluster::drain(&addr, id, reason, until.map(|u| u.0), force, json).await }),
+        Cmd::Endpoint {
+            cmd: EndpointCmd::Undrain { id, addr, json },
+        } => block(async move { cluster::undrain(&addr, id, json).await }),
+        Cmd::Dns {
+            cmd: DnsCmd::Pause { addr, reason, json },
+        } => block(async move { cluster::pause_dns(&addr, true, reason, json).await }),
+        Cmd::Dns {
+            cmd: DnsCmd::Resume { addr, json },
+        } => block(async move { cluster::pause_dns(&addr, false, String::new(), json).await }),
         Cmd::Pools {
             cmd: PoolsCmd::Apply { file, addr, yes, json },
         } => block(async move { cluster::pools_apply(&file, &addr, yes, json).await }),
