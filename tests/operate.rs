@@ -245,3 +245,84 @@ fn a_lagging_file_never_changes_the_catalog_pools_apply_and_sighup_change_it_onc
     assert_eq!(endpoint_ids(&c, leader), before);
     assert_eq!(catalog_events(&c, leader).len(), count);
 }
+
+fn explain(c: &Cluster, at: u64, id: &str) -> Value {
+    c.cli_json(&["explain", id, "--addr", c.addr(at)])
+}
+
+#[test]
+fn explain_names_why_an_endpoint_is_down_drained_held_down_or_kept_by_a_guard() {
+    const N: u8 = 78;
+    let ports: Vec<String> = (200..=202).map(|h| format!("127.0.{N}.{h}:7600")).collect();
+    let mut open: Vec<Option<Port>> = ports.iter().map(|p| Some(Port::open(p.parse().unwrap()))).collect();
+    let mut c = Cluster::with_extra(N, 3, "", |_| {
+        format!(
+            "[probe]\ninterval = \"200ms\"\ntimeout = \"150ms\"\nfall = 2\nrise = 2\nheartbeat = \"1s\"\n\n\
+             [decision]\nobservation_ttl = \"3s\"\nhold_down = \"30s\"\npanic_threshold = 1.0\n\n\
+             [[pools]]\nname = \"web\"\nhostnames = [\"www.example.test\"]\ncheck = {{ kind = \"tcp\", port = 7600 }}\n\
+             [[pools.endpoints]]\naddress = \"127.0.{N}.200\"\n[[pools.endpoints]]\naddress = \"127.0.{N}.201\"\n\
+             [[pools.endpoints]]\naddress = \"127.0.{N}.202\"\n"
+        )
+    });
+    c.start_all();
+    c.bootstrap();
+    let leader = c.wait_leader(&[1, 2, 3], LONG);
+    let ids: Vec<String> = (200..=202).map(|h| format!("web/127.0.{N}.{h}")).collect();
+    for id in &ids {
+        wait_for("three agents' counted up reports", LONG, || {
+            let e = explain(&c, leader, id);
+            let counted = e["reports"].as_array()?.iter().filter(|r| r["counted"] == true).count();
+            (counted == 3 && e["in_dns"] == true).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{:#}", explain(&c, leader, id)));
+    }
+
+    // Drained.
+    c.cli_json(&["endpoint", "drain", &ids[2], "--addr", c.addr(leader), "--reason", "disk swap", "--until", "1h"]);
+    let e = explain(&c, leader, &ids[2]);
+    assert!(e["reason"].as_str().unwrap().starts_with("drained by operator"), "{e:#}");
+    assert!(e["next"].to_string().contains("maintenance window ends"), "{e:#}");
+
+    // Down.
+    open[0].take();
+    let e = wait_for("decided down", LONG, || {
+        let e = explain(&c, leader, &ids[0]);
+        (e["decision"] == "down").then_some(e)
+    })
+    .unwrap();
+    assert!(e["reason"].as_str().unwrap().starts_with("decided down: quorum"), "{e:#}");
+    assert!(e["next"].to_string().contains("more counted agent(s) to see it up"), "{e:#}");
+    let text = String::from_utf8_lossy(&c.cli(&["explain", &ids[0], "--addr", c.addr(leader)]).stdout).into_owned();
+    println!("{text}");
+    assert!(text.contains("decision   down since") && text.contains(" UTC ("), "{text}");
+    assert!(
+        !text.split_whitespace().any(|w| w.len() >= 13 && w.chars().all(|ch| ch.is_ascii_digit())),
+        "no raw epoch milliseconds in human output: {text}"
+    );
+
+    // Held down: up again, but out until hold_down passes.
+    open[0] = Some(Port::open(ports[0].parse().unwrap()));
+    let e = wait_for("decided up again", LONG, || {
+        let e = explain(&c, leader, &ids[0]);
+        (e["decision"] == "up").then_some(e)
+    })
+    .unwrap();
+    assert!(e["reason"].as_str().unwrap().contains("held out of DNS by hold_down"), "{e:#}");
+    assert!(e["next"].to_string().contains("hold_down ends"), "{e:#}");
+
+    // Kept by a guard: the last record of the hostname fails open.
+    open[1].take();
+    let e = wait_for("decided down", LONG, || {
+        let e = explain(&c, leader, &ids[1]);
+        (e["decision"] == "down").then_some(e)
+    })
+    .unwrap();
+    assert!(e["reason"].as_str().unwrap().starts_with("decided down but kept in DNS by a guard"), "{e:#}");
+    println!("{}", e["reason"]);
+    // Every replica explains it the same way.
+    let other = (1..=3).find(|i| *i != leader).unwrap();
+    wait_for("the same answer on a follower", LONG, || {
+        (explain(&c, other, &ids[1])["reason"] == e["reason"]).then_some(())
+    })
+    .expect("same reason");
+}

@@ -16,8 +16,8 @@ use crate::proto::v1::cluster_client::ClusterClient;
 use crate::proto::v1::cluster_server::Cluster;
 use crate::proto::v1::{
     AddNodeRequest, ApplyCatalogRequest, ApplyCatalogResponse, BootstrapRequest, BootstrapResponse, ClusterStatus,
-    DrainRequest, GetStatusRequest, Member, MembershipResponse, OverrideResponse, PauseDnsRequest, ProposeNoteRequest,
-    ProposeResponse, RemoveNodeRequest, UndrainRequest,
+    DrainRequest, ExplainRequest, ExplainResponse, GetStatusRequest, Member, MembershipResponse, OverrideResponse,
+    PauseDnsRequest, ProposeNoteRequest, ProposeResponse, RemoveNodeRequest, UndrainRequest,
 };
 use crate::types::{Command, NodeId, Peer};
 
@@ -531,6 +531,16 @@ impl Cluster for ClusterService {
             by,
         })
         .await
+    }
+
+    async fn explain(&self, req: Request<ExplainRequest>) -> Result<Response<ExplainResponse>, Status> {
+        auth::reader(&self.agent, &req, "Explain", false)?;
+        let id = req.into_inner().endpoint;
+        let (_, voters) = self.agent.members();
+        let e = self.agent.read(|sm| sm.app.explain(&id, &voters)).await;
+        let e = e.ok_or_else(|| Status::not_found(format!("endpoint {id:?} is not in the committed catalog")))?;
+        let json = serde_json::to_string(&e).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(ExplainResponse { json }))
     }
 
     async fn apply_catalog(&self, req: Request<ApplyCatalogRequest>) -> Result<Response<ApplyCatalogResponse>, Status> {

@@ -16,6 +16,7 @@ use crate::types::{Catalog, Command, DnsAudit, DnsIntent, Proposal, Reply};
 mod audit;
 mod catalog;
 mod evaluate;
+mod explain;
 mod overrides;
 #[cfg(test)]
 mod tests;

@@ -110,6 +110,15 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: TlsCmd,
     },
+    /// Why an endpoint is where it is: decision, counted reports, guard or override, last write, what comes next.
+    Explain {
+        /// The endpoint id, e.g. web/192.0.2.10.
+        id: String,
+        #[arg(long, short)]
+        addr: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Operator overrides of one endpoint: drain it out of DNS, undrain it.
     Endpoint {
         #[command(subcommand)]

@@ -11,8 +11,9 @@ use vantage::config::Config;
 use vantage::network::Connector;
 use vantage::proto::v1::cluster_client::ClusterClient;
 use vantage::proto::v1::{
-    AddNodeRequest, ApplyCatalogRequest, BootstrapRequest, ClusterStatus, DrainRequest, GetStatusRequest, Member,
-    MembershipResponse, OverrideResponse, PauseDnsRequest, ProposeNoteRequest, RemoveNodeRequest, UndrainRequest,
+    AddNodeRequest, ApplyCatalogRequest, BootstrapRequest, ClusterStatus, DrainRequest, ExplainRequest,
+    GetStatusRequest, Member, MembershipResponse, OverrideResponse, PauseDnsRequest, ProposeNoteRequest,
+    RemoveNodeRequest, UndrainRequest,
 };
 use vantage::tls::{Tls, TlsFiles};
 
@@ -165,6 +166,21 @@ fn override_out(
     } else {
         Err(Failure::runtime(format!("refused: {}", r.message)))
     }
+}
+
+/// `vantage explain`.
+pub async fn explain(addr: &str, endpoint: String, json: bool) -> Result<(), Failure> {
+    let r = service_client(addr)?
+        .explain(ExplainRequest { endpoint })
+        .await
+        .map_err(|s| rpc_failure(addr, s))?
+        .into_inner();
+    let v: serde_json::Value = serde_json::from_str(&r.json).map_err(|e| Failure::runtime(e.to_string()))?;
+    if json {
+        return print_json(&v);
+    }
+    say_part!("{}", crate::render::render_explanation(&v));
+    Ok(())
 }
 
 /// `vantage endpoint drain`.

@@ -101,6 +101,7 @@ fn main() -> ExitCode {
             cmd: ConfigCmd::Check { file },
         } => query::config_check(&file),
         Cmd::Cluster { cmd } => block(cluster::run(cmd)),
+        Cmd::Explain { id, addr, json } => block(async move { cluster::explain(&addr, id, json).await }),
         Cmd::Endpoint {
             cmd:
                 EndpointCmd::Drain {

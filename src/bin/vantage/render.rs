@@ -11,6 +11,105 @@ pub fn fmt_time(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
+/// A log time for people: the time of day (UTC) and how far it is from `now_ms`.
+pub fn when(ms: u64, now_ms: u64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    let secs = ms / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let rel = |d: u64| humantime::format_duration(Duration::from_secs(d.div_ceil(1000))).to_string();
+    let relative = if ms > now_ms {
+        format!("in {}", rel(ms - now_ms))
+    } else if now_ms - ms < 1000 {
+        "now".to_string()
+    } else {
+        format!("{} ago", rel(now_ms - ms))
+    };
+    format!("{h:02}:{m:02}:{s:02} UTC ({relative})")
+}
+
+/// `vantage explain`: one screen, the answer first.
+pub fn render_explanation(e: &serde_json::Value) -> String {
+    let now = e["now_ms"].as_u64().unwrap_or(0);
+    let t = |k: &str| when(e[k].as_u64().unwrap_or(0), now);
+    let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+    let mut out = format!(
+        "{} ({} in pool {})\n  {}\n\n",
+        s("endpoint"),
+        s("address"),
+        s("pool"),
+        s("reason")
+    );
+    out += &format!(
+        "decision   {} since {} (log index {}): {}\n",
+        s("decision"),
+        t("decided_ms"),
+        e["decided_index"],
+        s("rule")
+    );
+    out += &format!(
+        "DNS        {} since {}: {}\n",
+        if e["in_dns"].as_bool().unwrap_or(false) {
+            "in"
+        } else {
+            "out"
+        },
+        t("placed_ms"),
+        s("placement")
+    );
+    if let Some(d) = e["drained"].as_object() {
+        let until = d.get("until_ms").and_then(|u| u.as_u64());
+        out += &format!(
+            "drained    by {} since {}{}: {}\n",
+            d.get("by").and_then(|v| v.as_str()).unwrap_or(""),
+            when(d.get("since_ms").and_then(|v| v.as_u64()).unwrap_or(0), now),
+            until.map(|u| format!(", until {}", when(u, now))).unwrap_or_default(),
+            d.get("reason").and_then(|v| v.as_str()).unwrap_or("")
+        );
+    }
+    if let Some(p) = e["dns_paused"].as_object() {
+        out += &format!(
+            "paused     every DNS write, by {}: {}\n",
+            p.get("by").and_then(|v| v.as_str()).unwrap_or(""),
+            p.get("reason").and_then(|v| v.as_str()).unwrap_or("")
+        );
+    }
+    if let Some(u) = e["hold_down_until_ms"].as_u64() {
+        out += &format!("hold_down  until {}\n", when(u, now));
+    }
+    out += &format!("quorum     {} of voters {}\n", e["quorum"], e["voters"]);
+    for r in e["reports"].as_array().into_iter().flatten() {
+        let counted = r["counted"].as_bool().unwrap_or(false);
+        out += &format!(
+            "  agent {:<3} {:<8} {}{}\n",
+            r["agent"],
+            r["status"].as_str().unwrap_or(""),
+            if counted {
+                "counted".to_string()
+            } else {
+                format!("not counted: {}", r["why"].as_str().unwrap_or(""))
+            },
+            if r["status"] == "none" {
+                String::new()
+            } else {
+                format!(
+                    ", heard {} ago",
+                    humantime::format_duration(Duration::from_secs(r["age_ms"].as_u64().unwrap_or(0) / 1000))
+                )
+            }
+        );
+    }
+    match e["last_write"].as_str() {
+        Some(w) => out += &format!("last write {}: {w}\n", t("last_write_ms")),
+        None => out += "last write none recorded for this address (in the kept history)\n",
+    }
+    for n in e["next"].as_array().into_iter().flatten() {
+        out += &format!("next       {}\n", n.as_str().unwrap_or(""));
+    }
+    out
+}
+
 fn opt(v: Option<u64>) -> String {
     v.map(|x| x.to_string()).unwrap_or_else(|| "-".into())
 }
