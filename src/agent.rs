@@ -81,6 +81,8 @@ pub struct Agent {
     /// The catalog this node's configuration file describes (re-read on
     /// SIGHUP); the cluster follows the committed one.
     local_catalog: Mutex<Option<crate::types::Catalog>>,
+    /// Read-only handles on the log and the snapshot, for `replay`.
+    stores: (store::LogStore, store::StateMachineStore),
 }
 
 /// A Raft API error of openraft's, for the membership calls.
@@ -90,6 +92,7 @@ impl Agent {
     /// Opens storage under `config.data_dir` and starts Raft. Does not serve anything.
     pub async fn start(config: Config, connector: Connector, clock: Arc<dyn Clock>) -> Result<Arc<Agent>, StartError> {
         let (log, sm) = store::open(&config.data_dir)?;
+        let stores = (log.clone(), sm.clone());
         let shared = sm.shared();
         let applied = sm.applied_notify();
         let committed = log.committed_index();
@@ -120,6 +123,7 @@ impl Agent {
         let vouching = Arc::new(Vouching::new(config.node_id, configured, connector.clone()));
         let local_catalog = Mutex::new(config.catalog().ok());
         Ok(Arc::new(Agent {
+            stores,
             local_catalog,
             id: config.node_id,
             addr: config.advertise_addr().to_string(),
@@ -199,6 +203,18 @@ impl Agent {
     /// Replaces it (after a reload that validated).
     pub fn set_local_catalog(&self, c: crate::types::Catalog) {
         *self.local_catalog.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
+    }
+
+    /// Replays what this node keeps (its snapshot and the log after it)
+    /// with the live settings and with `settings`.
+    pub async fn replay(&self, settings: &crate::replay::Settings) -> Result<crate::replay::Comparison, String> {
+        use openraft::RaftLogReader;
+        let start = self.stores.1.persisted_state()?.unwrap_or_default();
+        let from = start.last_applied.map(|l| l.index + 1).unwrap_or(0);
+        let to = self.metrics().last_applied.map(|l| l.index).unwrap_or(0);
+        let mut reader = self.stores.0.clone();
+        let entries = reader.try_get_log_entries(from..=to).await.map_err(|e| e.to_string())?;
+        Ok(crate::replay::compare(&start, &entries, settings))
     }
 
     /// Calls an election now (this node becomes a candidate in the next term).

@@ -36,6 +36,7 @@
 //! - [`catalog`]: the versioned cluster catalog: the first leader's, then only a
 //!   higher `catalog_version`; a lagging file is reported as drift.
 //! - [`reload`]: SIGHUP re-reads the configuration file.
+//! - [`replay`]: the kept log replayed with other decision settings.
 //! - [`codec`]: the internal service's wire format, shared by client and server.
 //! - [`network`]: outgoing gRPC to peers (channel cache, bound source
 //!   address, openraft network) and which peers may talk to this node.
@@ -72,6 +73,7 @@ pub mod propose;
 pub mod proto;
 pub mod reconcile;
 pub mod reload;
+pub mod replay;
 pub mod secret;
 pub mod state;
 pub mod store;

@@ -278,9 +278,22 @@ fn explain_names_why_an_endpoint_is_down_drained_held_down_or_kept_by_a_guard() 
     }
 
     // Drained.
-    c.cli_json(&["endpoint", "drain", &ids[2], "--addr", c.addr(leader), "--reason", "disk swap", "--until", "1h"]);
+    c.cli_json(&[
+        "endpoint",
+        "drain",
+        &ids[2],
+        "--addr",
+        c.addr(leader),
+        "--reason",
+        "disk swap",
+        "--until",
+        "1h",
+    ]);
     let e = explain(&c, leader, &ids[2]);
-    assert!(e["reason"].as_str().unwrap().starts_with("drained by operator"), "{e:#}");
+    assert!(
+        e["reason"].as_str().unwrap().starts_with("drained by operator"),
+        "{e:#}"
+    );
     assert!(e["next"].to_string().contains("maintenance window ends"), "{e:#}");
 
     // Down.
@@ -290,13 +303,24 @@ fn explain_names_why_an_endpoint_is_down_drained_held_down_or_kept_by_a_guard() 
         (e["decision"] == "down").then_some(e)
     })
     .unwrap();
-    assert!(e["reason"].as_str().unwrap().starts_with("decided down: quorum"), "{e:#}");
-    assert!(e["next"].to_string().contains("more counted agent(s) to see it up"), "{e:#}");
+    assert!(
+        e["reason"].as_str().unwrap().starts_with("decided down: quorum"),
+        "{e:#}"
+    );
+    assert!(
+        e["next"].to_string().contains("more counted agent(s) to see it up"),
+        "{e:#}"
+    );
     let text = String::from_utf8_lossy(&c.cli(&["explain", &ids[0], "--addr", c.addr(leader)]).stdout).into_owned();
     println!("{text}");
-    assert!(text.contains("decision   down since") && text.contains(" UTC ("), "{text}");
     assert!(
-        !text.split_whitespace().any(|w| w.len() >= 13 && w.chars().all(|ch| ch.is_ascii_digit())),
+        text.contains("decision   down since") && text.contains(" UTC ("),
+        "{text}"
+    );
+    assert!(
+        !text
+            .split_whitespace()
+            .any(|w| w.len() >= 13 && w.chars().all(|ch| ch.is_ascii_digit())),
         "no raw epoch milliseconds in human output: {text}"
     );
 
@@ -307,7 +331,10 @@ fn explain_names_why_an_endpoint_is_down_drained_held_down_or_kept_by_a_guard() 
         (e["decision"] == "up").then_some(e)
     })
     .unwrap();
-    assert!(e["reason"].as_str().unwrap().contains("held out of DNS by hold_down"), "{e:#}");
+    assert!(
+        e["reason"].as_str().unwrap().contains("held out of DNS by hold_down"),
+        "{e:#}"
+    );
     assert!(e["next"].to_string().contains("hold_down ends"), "{e:#}");
 
     // Kept by a guard: the last record of the hostname fails open.
@@ -317,7 +344,13 @@ fn explain_names_why_an_endpoint_is_down_drained_held_down_or_kept_by_a_guard() 
         (e["decision"] == "down").then_some(e)
     })
     .unwrap();
-    assert!(e["reason"].as_str().unwrap().starts_with("decided down but kept in DNS by a guard"), "{e:#}");
+    assert!(
+        e["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("decided down but kept in DNS by a guard"),
+        "{e:#}"
+    );
     println!("{}", e["reason"]);
     // Every replica explains it the same way.
     let other = (1..=3).find(|i| *i != leader).unwrap();
@@ -325,4 +358,68 @@ fn explain_names_why_an_endpoint_is_down_drained_held_down_or_kept_by_a_guard() 
         (explain(&c, other, &ids[1])["reason"] == e["reason"]).then_some(())
     })
     .expect("same reason");
+}
+
+#[test]
+fn replay_counts_fewer_dns_changes_with_a_longer_hold_down_and_the_live_count_with_live_settings() {
+    const N: u8 = 79;
+    let flapping: std::net::SocketAddr = format!("127.0.{N}.200:7600").parse().unwrap();
+    let _stable = Port::open(format!("127.0.{N}.201:7600").parse().unwrap());
+    let mut port = Some(Port::open(flapping));
+    let mut c = Cluster::with_extra(N, 3, "", |_| {
+        format!(
+            "[probe]\ninterval = \"200ms\"\ntimeout = \"150ms\"\nfall = 2\nrise = 2\nheartbeat = \"1s\"\n\n\
+             [decision]\nobservation_ttl = \"3s\"\nhold_down = \"0s\"\npanic_threshold = 1.0\n\n\
+             [[pools]]\nname = \"web\"\nhostnames = [\"www.example.test\"]\ncheck = {{ kind = \"tcp\", port = 7600 }}\n\
+             [[pools.endpoints]]\naddress = \"127.0.{N}.200\"\n[[pools.endpoints]]\naddress = \"127.0.{N}.201\"\n"
+        )
+    });
+    c.start_all();
+    c.bootstrap();
+    let leader = c.wait_leader(&[1, 2, 3], LONG);
+    let id = format!("web/127.0.{N}.200");
+    let decision = |c: &Cluster| {
+        c.endpoint(leader, &id)
+            .map(|e| e["decision"].as_str().unwrap_or("").to_string())
+    };
+    // Four flaps: down, then up again, each decided by the quorum.
+    for _ in 0..4 {
+        port.take();
+        wait_for("decided down", LONG, || (decision(&c)? == "down").then_some(())).expect("down");
+        port = Some(Port::open(flapping));
+        wait_for("decided up", LONG, || (decision(&c)? == "up").then_some(())).expect("up");
+    }
+    let h = c.cli_json(&["history", "--addr", c.addr(leader), "--limit", "1000"]);
+    let live_dns = h["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "dns")
+        .count() as u64;
+    let same = c.cli_json(&["replay", "--addr", c.addr(leader)]);
+    let longer = c.cli_json(&["replay", "--addr", c.addr(leader), "--hold-down", "30s"]);
+    println!(
+        "live history: {live_dns} DNS changes; replay with live settings: {}; with hold_down 30s: {} ({})",
+        same["tried"]["dns_changes"], longer["tried"]["dns_changes"], longer["first_differences"]
+    );
+    // The replay reaches at least as far as the history just read.
+    let replayed_dns = same["live"]["dns_changes"].as_u64().unwrap();
+    assert!(replayed_dns >= live_dns && live_dns >= 8, "{same:#}\n{h:#}");
+    assert_eq!(same["tried"], same["live"], "no settings: the same run");
+    assert!(
+        longer["tried"]["dns_changes"].as_u64().unwrap() < longer["live"]["dns_changes"].as_u64().unwrap(),
+        "{longer:#}"
+    );
+    assert_eq!(
+        longer["tried"]["decisions"], longer["live"]["decisions"],
+        "hold_down changes placement, not decisions"
+    );
+    assert!(!longer["first_differences"].as_array().unwrap().is_empty());
+    let text = String::from_utf8_lossy(
+        &c.cli(&["replay", "--addr", c.addr(leader), "--hold-down", "30s"])
+            .stdout,
+    )
+    .into_owned();
+    println!("{text}");
+    assert!(text.contains("hold_down_ms = 30000"), "{text}");
 }

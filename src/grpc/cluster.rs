@@ -17,7 +17,8 @@ use crate::proto::v1::cluster_server::Cluster;
 use crate::proto::v1::{
     AddNodeRequest, ApplyCatalogRequest, ApplyCatalogResponse, BootstrapRequest, BootstrapResponse, ClusterStatus,
     DrainRequest, ExplainRequest, ExplainResponse, GetStatusRequest, Member, MembershipResponse, OverrideResponse,
-    PauseDnsRequest, ProposeNoteRequest, ProposeResponse, RemoveNodeRequest, UndrainRequest,
+    PauseDnsRequest, ProposeNoteRequest, ProposeResponse, RemoveNodeRequest, ReplayRequest, ReplayResponse,
+    UndrainRequest,
 };
 use crate::types::{Command, NodeId, Peer};
 
@@ -541,6 +542,33 @@ impl Cluster for ClusterService {
         let e = e.ok_or_else(|| Status::not_found(format!("endpoint {id:?} is not in the committed catalog")))?;
         let json = serde_json::to_string(&e).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ExplainResponse { json }))
+    }
+
+    async fn replay(&self, req: Request<ReplayRequest>) -> Result<Response<ReplayResponse>, Status> {
+        auth::reader(&self.agent, &req, "Replay", false)?;
+        let r = req.into_inner();
+        let ppm = match r.panic_threshold {
+            Some(t) if !(0.0..=1.0).contains(&t) => {
+                return Err(Status::invalid_argument(format!(
+                    "panic_threshold: expected 0.0 to 1.0, got {t}"
+                )))
+            }
+            Some(t) => Some((t * 1_000_000.0).round() as u32),
+            None => None,
+        };
+        if r.quorum == Some(0) {
+            return Err(Status::invalid_argument("quorum: expected at least 1"));
+        }
+        let settings = crate::replay::Settings {
+            quorum: r.quorum,
+            observation_ttl_ms: r.observation_ttl_ms,
+            hold_down_ms: r.hold_down_ms,
+            panic_threshold_ppm: ppm,
+            panic_window_ms: r.panic_window_ms,
+        };
+        let c = self.agent.replay(&settings).await.map_err(Status::internal)?;
+        let json = serde_json::to_string(&c).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(ReplayResponse { json }))
     }
 
     async fn apply_catalog(&self, req: Request<ApplyCatalogRequest>) -> Result<Response<ApplyCatalogResponse>, Status> {

@@ -77,6 +77,14 @@ impl StateMachineStore {
         self.data.clone()
     }
 
+    /// The state as of the persisted snapshot (None before the first one).
+    pub fn persisted_state(&self) -> Result<Option<SmData>, String> {
+        match self.load_snapshot().map_err(|e| e.to_string())? {
+            Some((meta, bytes)) => Self::restore(&meta, &bytes).map(Some).map_err(|e| e.to_string()),
+            None => Ok(None),
+        }
+    }
+
     /// Notified after every applied batch of entries.
     pub fn applied_notify(&self) -> Arc<tokio::sync::Notify> {
         self.applied.clone()

@@ -119,6 +119,25 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Replay the log a node keeps with other decision settings: how many decisions and DNS changes they
+    /// would have made, against what happened.
+    Replay {
+        #[arg(long, short)]
+        addr: String,
+        #[arg(long)]
+        quorum: Option<u32>,
+        #[arg(long, value_parser = parse_dur)]
+        observation_ttl: Option<Dur>,
+        #[arg(long, value_parser = parse_dur)]
+        hold_down: Option<Dur>,
+        /// 0.0 to 1.0.
+        #[arg(long)]
+        panic_threshold: Option<f64>,
+        #[arg(long, value_parser = parse_dur)]
+        panic_window: Option<Dur>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Operator overrides of one endpoint: drain it out of DNS, undrain it.
     Endpoint {
         #[command(subcommand)]

@@ -183,6 +183,52 @@ pub async fn explain(addr: &str, endpoint: String, json: bool) -> Result<(), Fai
     Ok(())
 }
 
+/// `vantage replay`.
+pub async fn replay(addr: &str, req: vantage::proto::v1::ReplayRequest, json: bool) -> Result<(), Failure> {
+    let r = service_client(addr)?
+        .replay(req)
+        .await
+        .map_err(|s| rpc_failure(addr, s))?
+        .into_inner();
+    let v: serde_json::Value = serde_json::from_str(&r.json).map_err(|e| Failure::runtime(e.to_string()))?;
+    if json {
+        return print_json(&v);
+    }
+    let run = |k: &str| {
+        format!(
+            "{} decisions, {} DNS changes, {} panic freezes",
+            v[k]["decisions"], v[k]["dns_changes"], v[k]["panics"]
+        )
+    };
+    let tried: Vec<String> = v["settings"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, val)| !val.is_null())
+        .map(|(k, val)| format!("{k} = {val}"))
+        .collect();
+    say!(
+        "replayed {} entries kept by {addr} (log index {}..{})",
+        v["entries"],
+        v["from_index"],
+        v["to_index"]
+    );
+    say!("  live settings:  {}", run("live"));
+    say!(
+        "  {}: {}",
+        if tried.is_empty() {
+            "the same settings".to_string()
+        } else {
+            tried.join(", ")
+        },
+        run("tried")
+    );
+    for d in v["first_differences"].as_array().into_iter().flatten() {
+        say!("  {}", d.as_str().unwrap_or(""));
+    }
+    Ok(())
+}
+
 /// `vantage endpoint drain`.
 pub async fn drain(
     addr: &str,

@@ -101,6 +101,25 @@ fn main() -> ExitCode {
             cmd: ConfigCmd::Check { file },
         } => query::config_check(&file),
         Cmd::Cluster { cmd } => block(cluster::run(cmd)),
+        Cmd::Replay {
+            addr,
+            quorum,
+            observation_ttl,
+            hold_down,
+            panic_threshold,
+            panic_window,
+            json,
+        } => {
+            let ms = |d: Option<vantage::config::Dur>| d.map(|d| d.0.as_millis().min(u64::MAX as u128) as u64);
+            let req = vantage::proto::v1::ReplayRequest {
+                quorum,
+                observation_ttl_ms: ms(observation_ttl),
+                hold_down_ms: ms(hold_down),
+                panic_threshold,
+                panic_window_ms: ms(panic_window),
+            };
+            block(async move { cluster::replay(&addr, req, json).await })
+        }
         Cmd::Explain { id, addr, json } => block(async move { cluster::explain(&addr, id, json).await }),
         Cmd::Endpoint {
             cmd:
