@@ -920,3 +920,35 @@ fn drain_undrain_pause_and_resume_write_exactly_what_they_say() {
     assert!(overrides.iter().all(|e| e.contains("operator")), "{overrides:#?}");
     assert_clean(&d);
 }
+
+#[test]
+fn an_endpoint_removed_from_the_catalog_has_its_records_deleted_and_nothing_else() {
+    let _a = Port::open("127.0.80.200:7600".parse().unwrap());
+    let _b = Port::open("127.0.80.201:7600".parse().unwrap());
+    let Setup { rt: _rt, d, c, _dir } = setup(80, false);
+    let leader = c.wait_leader(&[1, 2, 3], LONG);
+    wait_for("four managed records", LONG, || (managed(&d).len() == 4).then_some(())).expect("records");
+    let foreign_before: Vec<_> = d.records(ZONE).into_iter().filter(|r| r.comment.is_none()).collect();
+    let base = std::fs::read_to_string(&c.nodes[&1].config).unwrap();
+    let smaller = base.replace("[[pools.endpoints]]\naddress = \"127.0.80.201\"\n", "");
+    assert_ne!(base, smaller);
+    let file = c.dir.path().join("smaller.toml");
+    std::fs::write(&file, smaller).unwrap();
+    let r = c.cli_json(&[
+        "pools",
+        "apply",
+        file.to_str().unwrap(),
+        "--addr",
+        c.addr(leader),
+        "--yes",
+    ]);
+    assert_eq!(r["applied"], true, "{r:#}");
+    let gone = wait_for("the removed endpoint's records deleted", LONG, || {
+        let m = managed(&d);
+        (m.len() == 2 && m.keys().all(|(_, addr)| addr == "127.0.80.200")).then_some(())
+    });
+    assert!(gone.is_some(), "{:?}\n{}", managed(&d), c.logs());
+    let foreign_after: Vec<_> = d.records(ZONE).into_iter().filter(|r| r.comment.is_none()).collect();
+    assert_eq!(foreign_before.len(), foreign_after.len(), "foreign records untouched");
+    assert_clean(&d);
+}

@@ -62,6 +62,37 @@ impl AppState {
             }
         );
         self.event(index, EventKind::Catalog, Note::rule(&summary));
+        // Records of endpoints leaving the catalog stay owned until a write
+        // has removed them: otherwise they would be foreign, and left in DNS.
+        if let Some(cur) = &self.catalog {
+            let kept: BTreeSet<(String, String)> = c
+                .pools
+                .iter()
+                .flat_map(|p| {
+                    p.hostnames
+                        .iter()
+                        .flat_map(|h| p.endpoints.iter().map(|e| (h.clone(), e.address.clone())))
+                })
+                .collect();
+            for (h, a) in &kept {
+                if let Some(addresses) = self.retiring.get_mut(h) {
+                    addresses.remove(a);
+                }
+            }
+            self.retiring.retain(|_, addresses| !addresses.is_empty());
+            for p in &cur.pools {
+                for h in &p.hostnames {
+                    for e in &p.endpoints {
+                        if !kept.contains(&(h.clone(), e.address.clone())) {
+                            self.retiring
+                                .entry(h.clone())
+                                .or_default()
+                                .insert(e.address.clone(), index);
+                        }
+                    }
+                }
+            }
+        }
         self.install_catalog(index, c.clone(), voters);
         reply(true, summary)
     }
@@ -134,6 +165,9 @@ impl AppState {
                         .extend(pool.endpoints.iter().map(|e| e.address.clone()));
                 }
             }
+        }
+        for (host, addresses) in &self.retiring {
+            out.entry(host.clone()).or_default().extend(addresses.keys().cloned());
         }
         out
     }

@@ -131,6 +131,10 @@ pub struct AppState {
     /// Set while an operator has paused every provider write.
     #[serde(default)]
     pub dns_paused: Option<Override>,
+    /// Hostname → address → the log index it left the catalog at: still
+    /// owned, never desired, until a successful write after that index.
+    #[serde(default)]
+    pub retiring: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -214,6 +218,13 @@ impl AppState {
                 self.last_dns_by = p.origin;
                 if !a.dry_run {
                     self.dns_intent = None;
+                }
+                if a.ok && !a.dry_run {
+                    // The provider now holds the desired set as of served_index.
+                    for addresses in self.retiring.values_mut() {
+                        addresses.retain(|_, since| *since > a.served_index);
+                    }
+                    self.retiring.retain(|_, addresses| !addresses.is_empty());
                 }
                 reply(now, true, format!("{kind} recorded"))
             }
