@@ -7,19 +7,32 @@
 //! - the catalog: proposed for the cluster (through the leader) when its
 //!   `catalog_version` is higher than the committed one, otherwise compared
 //!   with it (config drift in `cluster status`);
-//! - the TLS files and the DNS credentials, when they changed.
+//! - the TLS files and the DNS credentials, when they changed;
+//! - the probed endpoints and control targets;
+//! - `log_level` (unless `VANTAGE_LOG` set the filter).
 //!
-//! Other keys (addresses, members, Raft timings, the data directory, the log
-//! level, the provider) take effect at the next restart; the log says which.
+//! Other keys (addresses, members, Raft timings, the data directory, the
+//! provider) take effect at the next restart; the log says which.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::agent::Agent;
 use crate::config::Config;
 use crate::propose::Observer;
 use crate::reconcile::Reconciler;
 use crate::types::Command;
+
+type LogLevelHook = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// How the process changes its log filter (the binary owns the subscriber).
+static LOG_LEVEL: OnceLock<LogLevelHook> = OnceLock::new();
+
+/// Registers how `log_level` is applied at a reload; without it, a new
+/// `log_level` waits for a restart.
+pub fn on_log_level(apply: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static) {
+    let _ = LOG_LEVEL.set(Box::new(apply));
+}
 
 /// Reloads on every SIGHUP until the task is dropped.
 pub async fn on_sighup(agent: Arc<Agent>, observer: Arc<Observer>, reconciler: Option<Arc<Reconciler>>) {
@@ -50,7 +63,7 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     differs("listen", old.listen != new.listen);
     differs("advertise", old.advertise != new.advertise);
     differs("data_dir", old.data_dir != new.data_dir);
-    differs("log_level", old.log_level != new.log_level);
+    differs("log_level", old.log_level != new.log_level && LOG_LEVEL.get().is_none());
     differs("worker_threads", old.worker_threads != new.worker_threads);
     differs("members", format!("{:?}", old.members) != format!("{:?}", new.members));
     differs("raft", format!("{:?}", old.raft) != format!("{:?}", new.raft));
@@ -100,6 +113,14 @@ pub async fn reload(agent: &Agent, observer: &Observer, reconciler: Option<&Reco
             }
         }
         (Err(e), _) | (_, Err(e)) => tracing::error!("SIGHUP: {e}; the probes stay"),
+    }
+    if new.log_level != agent.config().log_level {
+        if let Some(apply) = LOG_LEVEL.get() {
+            match apply(&new.log_level) {
+                Ok(()) => tracing::info!("SIGHUP: log_level is now {:?}", new.log_level),
+                Err(e) => tracing::error!("SIGHUP: {}: log_level: {e}; the log filter stays", path.display()),
+            }
+        }
     }
     let restart = restart_keys(agent.config(), &new);
     if !restart.is_empty() {

@@ -224,6 +224,20 @@ fn a_lagging_file_never_changes_the_catalog_pools_apply_and_sighup_change_it_onc
         "{events:#?}"
     );
 
+    // SIGHUP with a new log_level: applied at once.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("log_level = \"info\""));
+    std::fs::write(&path, text.replace("log_level = \"info\"", "log_level = \"debug\"")).unwrap();
+    let seen = c.log_text(follower).lines().count();
+    hup(&c, follower);
+    wait_for("DEBUG lines after the reload", LONG, || {
+        let log = c.log_text(follower);
+        let after: Vec<&str> = log.lines().skip(seen).collect();
+        (after.iter().any(|l| l.contains("log_level is now \"debug\"")) && after.iter().any(|l| l.contains(" DEBUG ")))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("{}", c.log_text(follower)));
+
     // SIGHUP with a file that does not validate changes nothing and names the key.
     let before = endpoint_ids(&c, leader);
     let count = catalog_events(&c, leader).len();

@@ -38,8 +38,9 @@ fn fail_stop_on_panic() {
     }));
 }
 
-fn init_tracing(level: &str) {
-    let directive = match level {
+/// The filter a `log_level` stands for.
+fn directive(level: &str) -> String {
+    match level {
         // openraft logs every failed replication RPC (four a second per dead
         // peer); the network layer summarises those per peer instead.
         "info" | "warn" | "error" => format!(
@@ -47,16 +48,28 @@ fn init_tracing(level: &str) {
              sled=warn,h2=warn,tower=warn,hyper=warn"
         ),
         other => other.to_string(),
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VANTAGE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directive));
+    }
+}
+
+fn init_tracing(level: &str) {
+    let from_env = tracing_subscriber::EnvFilter::try_from_env("VANTAGE_LOG").ok();
+    let pinned = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(directive(level)));
     // Colour only on a terminal: files and journald get plain text.
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_filter_reloading();
+    let handle = builder.reload_handle();
+    if builder.try_init().is_ok() && !pinned {
+        // SIGHUP applies a new log_level (VANTAGE_LOG, when set, stays in force).
+        vantage::reload::on_log_level(move |level| {
+            let filter = tracing_subscriber::EnvFilter::try_new(directive(level)).map_err(|e| e.to_string())?;
+            handle.reload(filter).map_err(|e| e.to_string())
+        });
+    }
 }
 
 async fn serve(config: Config) -> Result<(), Failure> {
