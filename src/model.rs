@@ -165,6 +165,12 @@ impl fmt::Display for EventKind {
     }
 }
 
+/// A log time (ms since the Unix epoch) as people read it in the history:
+/// `2026-12-02T21:36:16Z`. Pure, so replicas write the same text.
+pub fn at(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

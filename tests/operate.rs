@@ -350,6 +350,14 @@ fn explain_names_why_an_endpoint_is_down_drained_held_down_or_kept_by_a_guard() 
         "{e:#}"
     );
     assert!(e["next"].to_string().contains("hold_down ends"), "{e:#}");
+    for id in [&ids[0], &ids[2]] {
+        let text = String::from_utf8_lossy(&c.cli(&["explain", id, "--addr", c.addr(leader)]).stdout).into_owned();
+        println!("{text}");
+        assert!(
+            !text.split(|ch: char| !ch.is_ascii_digit()).any(|w| w.len() >= 13),
+            "no raw epoch milliseconds in human output: {text}"
+        );
+    }
 
     // Kept by a guard: the last record of the hostname fails open.
     open[1].take();

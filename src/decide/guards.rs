@@ -62,7 +62,7 @@ pub fn place(pool: &[Candidate], g: &Guards, now_ms: u64) -> BTreeMap<String, Pl
             (_, false) => match hold_down_until(c, g.hold_down_ms).filter(|until| now_ms < *until) {
                 Some(until) => Placement {
                     in_dns: false,
-                    reason: format!("guard: hold_down until log time {until}"),
+                    reason: format!("guard: hold_down until {}", crate::model::at(until)),
                     guarded: true,
                 },
                 None => Placement {

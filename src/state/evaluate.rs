@@ -12,7 +12,7 @@ use crate::model::{Decision, EventKind, NodeId};
 
 impl EndpointState {
     /// The endpoint as the DNS guards see it.
-    fn candidate(&self, id: &str) -> Candidate {
+    pub(super) fn candidate(&self, id: &str) -> Candidate {
         Candidate {
             id: id.to_string(),
             rtype: self.rtype,

@@ -96,9 +96,8 @@ impl AppState {
                 why: "has not reported this endpoint".into(),
             });
         }
-        let hold_down_until_ms = st
-            .removed_ms
-            .map(|r| r.saturating_add(c.hold_down_ms))
+        // The guard's own rule, so the answer matches what holds it.
+        let hold_down_until_ms = decide::hold_down_until(&st.candidate(id), c.hold_down_ms)
             .filter(|until| !st.in_dns && st.decision != Decision::Down && *until > now && st.drained.is_none());
         let address = st.address.clone();
         let last = self
@@ -110,7 +109,10 @@ impl AppState {
         let reason = if let Some(d) = &st.drained {
             format!("drained by {}: {}", d.by, d.reason)
         } else if let Some(until) = hold_down_until_ms {
-            format!("decided up, held out of DNS by hold_down until log time {until}")
+            format!(
+                "decided up, held out of DNS by hold_down until {}",
+                crate::model::at(until)
+            )
         } else if st.in_dns && st.decision == Decision::Down {
             format!("decided down but kept in DNS by a guard: {placement}")
         } else if !st.in_dns && st.decision == Decision::Down {
@@ -123,7 +125,10 @@ impl AppState {
         let mut next = Vec::new();
         match (&st.drained, st.decision) {
             (Some(d), _) => next.push(match d.until_ms {
-                Some(u) => format!("the maintenance window ends at log time {u}, or `vantage endpoint undrain {id}`"),
+                Some(u) => format!(
+                    "the maintenance window ends at {}, or `vantage endpoint undrain {id}`",
+                    crate::model::at(u)
+                ),
                 None => format!("`vantage endpoint undrain {id}`"),
             }),
             (None, Decision::Down) => next.push(format!(
@@ -136,7 +141,7 @@ impl AppState {
             )),
         }
         if let Some(until) = hold_down_until_ms {
-            next.push(format!("hold_down ends at log time {until}"));
+            next.push(format!("hold_down ends at {}", crate::model::at(until)));
         }
         if self.dns_paused.is_some() {
             next.push("DNS writes are paused: nothing reaches the provider until `vantage dns resume`".into());

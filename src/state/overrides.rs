@@ -73,7 +73,9 @@ impl AppState {
                 until_ms,
             });
         }
-        let window = until_ms.map(|u| format!(" until log time {u}")).unwrap_or_default();
+        let window = until_ms
+            .map(|u| format!(" until {}", crate::model::at(u)))
+            .unwrap_or_default();
         let rule = format!("drained by {by}{window}: {reason}");
         self.event(index, EventKind::Override, Note::change(id, "normal", "drained", &rule));
         // Placement alone changes: the decision stays the quorum rule's.
