@@ -8,7 +8,7 @@
 //!   `catalog_version` is higher than the committed one, otherwise compared
 //!   with it (config drift in `cluster status`);
 //! - the TLS files and the DNS credentials, when they changed;
-//! - the probed endpoints and control targets;
+//! - the probed endpoints and control targets, and `probe.max_concurrency`;
 //! - `log_level` (unless `VANTAGE_LOG` set the filter).
 //!
 //! Other keys (addresses, members, Raft timings, the data directory, the
@@ -67,9 +67,9 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     differs("worker_threads", old.worker_threads != new.worker_threads);
     differs("members", format!("{:?}", old.members) != format!("{:?}", new.members));
     differs("raft", format!("{:?}", old.raft) != format!("{:?}", new.raft));
-    differs("probe.heartbeat, probe.batch_window or probe.max_concurrency", {
+    differs("probe.heartbeat or probe.batch_window", {
         let (a, b) = (&old.probe, &new.probe);
-        (a.heartbeat.0, a.batch_window.0, a.max_concurrency) != (b.heartbeat.0, b.batch_window.0, b.max_concurrency)
+        (a.heartbeat.0, a.batch_window.0) != (b.heartbeat.0, b.batch_window.0)
     });
     differs("dns", format!("{:?}", old.dns) != format!("{:?}", new.dns));
     differs("insecure_plaintext", old.insecure_plaintext != new.insecure_plaintext);
@@ -95,6 +95,12 @@ pub async fn reload(agent: &Agent, observer: &Observer, reconciler: Option<&Reco
     }
     if let Some(r) = reconciler {
         r.reload_if_changed().await;
+    }
+    for sched in [&observer.endpoints, &observer.control] {
+        let was = sched.set_concurrency(new.probe.max_concurrency);
+        if was != new.probe.max_concurrency.max(1) {
+            tracing::info!("SIGHUP: probe.max_concurrency {was} -> {}", new.probe.max_concurrency);
+        }
     }
     // What this node probes: the endpoints and control targets of the new file.
     match (new.endpoints(), new.control_targets()) {

@@ -40,6 +40,8 @@ pub struct Scheduler {
     seed: u64,
     probers: Probers,
     limit: Arc<Semaphore>,
+    /// The probes allowed in flight now (the semaphore's total).
+    concurrency: std::sync::atomic::AtomicUsize,
     events: mpsc::UnboundedSender<Event>,
     /// One task per endpoint, with the spec it probes.
     tasks: std::sync::Mutex<BTreeMap<String, (EndpointSpec, JoinHandle<()>)>>,
@@ -85,6 +87,7 @@ impl Scheduler {
             seed,
             probers: probers.clone(),
             limit: Arc::new(Semaphore::new(max_concurrency.max(1))),
+            concurrency: std::sync::atomic::AtomicUsize::new(max_concurrency.max(1)),
             events,
             tasks: std::sync::Mutex::new(BTreeMap::new()),
         };
@@ -139,6 +142,26 @@ impl Scheduler {
         Ok((started, stale.len()))
     }
 
+    /// Allows `n` probes in flight from now on. Growing is immediate;
+    /// shrinking takes effect as probes in flight finish.
+    pub fn set_concurrency(&self, n: usize) -> usize {
+        use std::sync::atomic::Ordering;
+        let n = n.max(1);
+        let was = self.concurrency.swap(n, Ordering::SeqCst);
+        if n > was {
+            self.limit.add_permits(n - was);
+        } else if n < was {
+            let limit = self.limit.clone();
+            let fewer = (was - n) as u32;
+            tokio::spawn(async move {
+                if let Ok(p) = limit.acquire_many(fewer).await {
+                    p.forget();
+                }
+            });
+        }
+        was
+    }
+
     fn spawn(&self, spec: &EndpointSpec, probe: super::Probe) -> JoinHandle<()> {
         let start = tokio::time::Instant::now() + phase(self.seed, &spec.id, spec.interval);
         let (id, interval, limit, view, events) = (
@@ -181,5 +204,31 @@ impl Scheduler {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn concurrency_grows_at_once_and_shrinks_as_probes_in_flight_finish() {
+        let probers = Probers::new().await;
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let s = Scheduler::start(1, &[], &probers, 2, tx).unwrap();
+        assert_eq!(s.limit.available_permits(), 2);
+        assert_eq!(s.set_concurrency(5), 2);
+        assert_eq!(s.limit.available_permits(), 5);
+        // Five probes in flight; the limit drops to one.
+        let in_flight = s.limit.clone().acquire_many_owned(5).await.unwrap();
+        s.set_concurrency(1);
+        drop(in_flight);
+        for _ in 0..100 {
+            if s.limit.available_permits() == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(s.limit.available_permits(), 1);
     }
 }
