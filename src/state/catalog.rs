@@ -111,15 +111,44 @@ impl AppState {
             .filter(|id| !wanted.contains_key(*id))
             .cloned()
             .collect();
+        let pools: BTreeSet<&str> = c.pools.iter().map(|p| p.name.as_str()).collect();
         for id in gone {
-            self.endpoints.remove(&id);
-            self.observations.remove(&id);
-            let note = Note::change(&id, "listed", "removed", "endpoint removed from the catalog");
-            self.event(index, EventKind::Catalog, note);
+            let keep = self
+                .endpoints
+                .get(&id)
+                .is_some_and(|st| st.in_dns && pools.contains(st.pool.as_str()));
+            if keep {
+                // Its pool remains: it leaves DNS the way a down endpoint
+                // does, so the pool's guards (the last record, min_healthy)
+                // hold it while they must.
+                if let Some(st) = self.endpoints.get_mut(&id) {
+                    st.retiring = true;
+                    st.decision = crate::model::Decision::Down;
+                    st.decided_ms = now;
+                    st.decided_index = index;
+                    st.reason = "removed from the catalog".into();
+                    st.drained = None;
+                }
+                let note = Note::change(
+                    &id,
+                    "listed",
+                    "retiring",
+                    "removed from the catalog: leaves DNS through the guards",
+                );
+                self.event(index, EventKind::Catalog, note);
+            } else {
+                self.endpoints.remove(&id);
+                self.observations.remove(&id);
+                let note = Note::change(&id, "listed", "removed", "endpoint removed from the catalog");
+                self.event(index, EventKind::Catalog, note);
+            }
         }
         for (id, (pool, address)) in wanted {
             match self.endpoints.get_mut(&id) {
-                Some(st) => st.pool = pool,
+                Some(st) => {
+                    st.pool = pool;
+                    st.retiring = false;
+                }
                 None => {
                     self.endpoints.insert(
                         id,
@@ -137,6 +166,7 @@ impl AppState {
                             dns_since_ms: now,
                             removed_ms: None,
                             drained: None,
+                            retiring: false,
                         },
                     );
                 }
@@ -169,6 +199,15 @@ impl AppState {
         for (host, addresses) in &self.retiring {
             out.entry(host.clone()).or_default().extend(addresses.keys().cloned());
         }
+        if let Some(c) = &self.catalog {
+            for pool in &c.pools {
+                for st in self.endpoints.values().filter(|st| st.retiring && st.pool == pool.name) {
+                    for host in &pool.hostnames {
+                        out.entry(host.clone()).or_default().insert(st.address.clone());
+                    }
+                }
+            }
+        }
         out
     }
 
@@ -187,6 +226,18 @@ impl AppState {
                             content: st.address.clone(),
                         });
                     }
+                }
+                // Removed from the catalog but still held in DNS by a guard.
+                for st in self
+                    .endpoints
+                    .values()
+                    .filter(|st| st.retiring && st.in_dns && st.pool == pool.name)
+                {
+                    out.insert(Record {
+                        name: host.clone(),
+                        rtype: st.rtype,
+                        content: st.address.clone(),
+                    });
                 }
             }
         }

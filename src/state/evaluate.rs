@@ -38,6 +38,11 @@ impl AppState {
         for id in affected {
             let t = self.tally(id, voters, ttl);
             let Some(st) = self.endpoints.get_mut(id) else { continue };
+            if st.retiring {
+                // Out of the catalog: no report brings it back.
+                pools.insert(st.pool.clone());
+                continue;
+            }
             st.up_votes = t.up.len() as u32;
             let next = decide::rule(st.decision, &t, quorum);
             if next == st.decision {
@@ -66,8 +71,10 @@ impl AppState {
             };
             self.event(index, EventKind::Decision, note);
         }
-        let total = self.endpoints.len();
-        let down = |e: &&EndpointState| e.decision == Decision::Down;
+        // A removal from the catalog is an operator's act, not a failure:
+        // it does not count toward the panic freeze.
+        let total = self.endpoints.values().filter(|e| !e.retiring).count();
+        let down = |e: &&EndpointState| e.decision == Decision::Down && !e.retiring;
         let input = PanicInput {
             frozen: self.panic.is_some(),
             new_down,
@@ -172,6 +179,7 @@ impl AppState {
                 );
             }
         }
+        let mut retired = Vec::new();
         for (id, placed) in placements {
             let Some(st) = self.endpoints.get_mut(&id) else {
                 continue;
@@ -192,6 +200,20 @@ impl AppState {
                     self.event(index, EventKind::Guard, Note::change(&id, state, state, &placed.reason));
                 }
             }
+            if self.endpoints.get(&id).is_some_and(|st| st.retiring && !st.in_dns) {
+                retired.push(id);
+            }
+        }
+        for id in retired {
+            self.endpoints.remove(&id);
+            self.observations.remove(&id);
+            let note = Note::change(
+                &id,
+                "retiring",
+                "removed",
+                "out of DNS: forgotten with the catalog change",
+            );
+            self.event(index, EventKind::Catalog, note);
         }
     }
 }

@@ -76,6 +76,10 @@ pub struct EndpointState {
     /// Set while an operator holds it out of DNS.
     #[serde(default)]
     pub drained: Option<Override>,
+    /// Removed from the catalog, and leaving DNS through the guards like a
+    /// down decision; forgotten once it is out.
+    #[serde(default)]
+    pub retiring: bool,
 }
 
 /// An operator's override: who, why, since and (for a maintenance window)

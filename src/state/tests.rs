@@ -313,3 +313,45 @@ fn an_undrained_endpoint_waits_for_hold_down_like_any_re_add() {
     s.apply(5, &observe(1, 1, 2, 3_100, "web/10.0.0.2", Health::Up), &v);
     assert!(has(&s), "{:?}", s.endpoints["web/10.0.0.1"]);
 }
+
+#[test]
+fn an_endpoint_removed_from_the_catalog_leaves_dns_through_the_guards() {
+    let v = voters();
+    let addrs = |s: &AppState| s.desired_records().into_iter().map(|r| r.content).collect::<Vec<_>>();
+    let next = |c: Catalog, version: u64| {
+        let mut c = c;
+        c.version = version;
+        Command::Catalog(c)
+    };
+    // Both up: removing one takes it out at once, and it is forgotten.
+    let mut s = with_catalog();
+    let r = s.apply(2, &command(100, next(catalog(&["10.0.0.2"]), 1)), &v);
+    assert!(r.accepted, "{}", r.detail);
+    assert_eq!(addrs(&s), vec!["10.0.0.2"]);
+    assert!(!s.endpoints.contains_key("web/10.0.0.1"));
+    assert!(
+        s.owned_names()["www.example.com"].contains("10.0.0.1"),
+        "owned until a write removed it"
+    );
+
+    // The other one is down: the removed one is the last record, so the
+    // guard holds it (fail open) until the other one is back up.
+    let mut s = with_catalog();
+    for (n, agent) in [(1, 1), (2, 2)] {
+        s.apply(2 + n, &observe(agent, agent, n, 200, "web/10.0.0.2", Health::Down), &v);
+    }
+    assert_eq!(addrs(&s), vec!["10.0.0.1"], "10.0.0.2 decided down and out");
+    s.apply(5, &command(300, next(catalog(&["10.0.0.2"]), 1)), &v);
+    assert_eq!(
+        addrs(&s),
+        vec!["10.0.0.1"],
+        "the last record is kept: {:?}",
+        s.endpoints
+    );
+    assert!(s.endpoints["web/10.0.0.1"].retiring);
+    for (n, agent) in [(3, 1), (4, 2)] {
+        s.apply(3 + n, &observe(agent, agent, n, 400, "web/10.0.0.2", Health::Up), &v);
+    }
+    assert_eq!(addrs(&s), vec!["10.0.0.2"], "released once another record is up");
+    assert!(!s.endpoints.contains_key("web/10.0.0.1"));
+}
