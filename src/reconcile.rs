@@ -398,6 +398,10 @@ impl Reconciler {
         if self.agent.term() != term || self.agent.leader().map(|l| l.0) != Some(leader) {
             return;
         }
+        // Credentials re-read while waiting: the check spoke for the old ones.
+        if !Arc::ptr_eq(&provider, &self.provider()) {
+            return;
+        }
         tracing::warn!(
             "node {leader}'s DNS provider refuses its credentials (term {term}); this node's work: calling an \
              election to take over DNS writes"
