@@ -11,20 +11,19 @@ use std::time::Duration;
 use crate::agent::Agent;
 use crate::types::{Catalog, Command};
 
-/// This node's file against the committed catalog, for `cluster status`.
-pub fn drift(local: Option<&Catalog>, committed: Option<&Catalog>) -> Option<String> {
-    let (local, committed) = (local?, committed?);
-    if local.content_digest() == committed.content_digest() {
+/// This node's file against the committed catalog, for `cluster status`,
+/// given each one's [`Catalog::content_digest`] (computed once by the caller).
+pub fn drift(local: Option<(&Catalog, &str)>, committed: Option<(&Catalog, &str)>) -> Option<String> {
+    let ((local, local_hash), (committed, committed_hash)) = (local?, committed?);
+    if local_hash == committed_hash {
         return None;
     }
     let diff = committed.diff(local);
     Some(format!(
-        "config drift: this node's file (catalog_version {}, hash {}) differs from the committed catalog (version {}, \
-         hash {}){}; the cluster follows the committed one",
+        "config drift: this node's file (catalog_version {}, hash {local_hash}) differs from the committed catalog \
+         (version {}, hash {committed_hash}){}; the cluster follows the committed one",
         local.version,
-        local.content_digest(),
         committed.version,
-        committed.content_digest(),
         if diff.is_empty() {
             String::new()
         } else {

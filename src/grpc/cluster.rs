@@ -204,12 +204,17 @@ impl Cluster for ClusterService {
         }
         let m = self.agent.metrics();
         let local = self.agent.local_catalog();
-        let (log_time_ms, notes_applied, state_digest, last_note, mut alarms, catalog) = self
+        let local_hash = local.as_ref().map(|c| c.content_digest()).unwrap_or_default();
+        let (log_time_ms, notes_applied, state_digest, last_note, mut alarms, catalog, catalog_hash) = self
             .agent
             .read(|sm| {
                 let app = &sm.app;
                 let mut alarms = alarms(app);
-                alarms.extend(crate::catalog::drift(local.as_ref(), app.catalog.as_ref()));
+                let hash = app.catalog.as_ref().map(|c| c.content_digest()).unwrap_or_default();
+                alarms.extend(crate::catalog::drift(
+                    local.as_ref().map(|c| (c, local_hash.as_str())),
+                    app.catalog.as_ref().map(|c| (c, hash.as_str())),
+                ));
                 (
                     app.log_time_ms,
                     app.notes_applied,
@@ -217,6 +222,7 @@ impl Cluster for ClusterService {
                     app.last_note.clone(),
                     alarms,
                     app.catalog.clone(),
+                    hash,
                 )
             })
             .await;
@@ -260,8 +266,8 @@ impl Cluster for ClusterService {
             linearizable,
             alarms,
             catalog_version: catalog.as_ref().map(|c| c.version).unwrap_or(0),
-            catalog_hash: catalog.as_ref().map(|c| c.content_digest()).unwrap_or_default(),
-            local_catalog_hash: local.as_ref().map(|c| c.content_digest()).unwrap_or_default(),
+            catalog_hash,
+            local_catalog_hash: local_hash,
             catalog_endpoints: catalog
                 .iter()
                 .flat_map(|c| c.pools.iter().flat_map(|p| p.endpoints.iter().map(|e| e.id.clone())))

@@ -8,11 +8,8 @@ use vantage::proto::v1::{AddNodeRequest, RemoveNodeRequest};
 use vantage::store::{self, CheckError, Facts};
 
 use crate::cluster::{get_status, load, membership_out, print_json, rpc_failure, service_client};
+use crate::render::opt;
 use crate::Failure;
-
-fn opt(v: Option<u64>) -> String {
-    v.map(|v| v.to_string()).unwrap_or_else(|| "none".into())
-}
 
 fn describe(dir: &Path, f: &Facts) -> String {
     if f.fresh {

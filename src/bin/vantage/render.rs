@@ -110,7 +110,8 @@ pub fn render_explanation(e: &serde_json::Value) -> String {
     out
 }
 
-fn opt(v: Option<u64>) -> String {
+/// A number or `-`.
+pub fn opt(v: Option<u64>) -> String {
     v.map(|x| x.to_string()).unwrap_or_else(|| "-".into())
 }
 
