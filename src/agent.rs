@@ -83,6 +83,8 @@ pub struct Agent {
     local_catalog: Mutex<Option<crate::types::Catalog>>,
     /// Read-only handles on the log and the snapshot, for `replay`.
     stores: (store::LogStore, store::StateMachineStore),
+    /// This node's counters and histograms, for `/metrics`.
+    instruments: Arc<crate::metrics::Instruments>,
 }
 
 /// A Raft API error of openraft's, for the membership calls.
@@ -136,7 +138,13 @@ impl Agent {
             clock,
             last_stamp: Mutex::new(0),
             vouching,
+            instruments: Arc::default(),
         }))
+    }
+
+    /// This node's counters and histograms.
+    pub fn instruments(&self) -> &Arc<crate::metrics::Instruments> {
+        &self.instruments
     }
 
     /// This agent's node id.
@@ -312,6 +320,10 @@ impl Agent {
                 "node {origin} reported a DNS write; only the leader writes to DNS"
             )),
             Command::DnsAudit(_) | Command::DnsIntent(_) => Ok(()),
+            Command::Notified { .. } if origin != self.id => refuse(format!(
+                "node {origin} reported a notification; only the leader sends them"
+            )),
+            Command::Notified { .. } => Ok(()),
             Command::Observe { .. } | Command::Heartbeat { .. } => {
                 let Some(claim) = command.claim(origin) else {
                     return Ok(());

@@ -36,6 +36,9 @@
 //! - [`catalog`]: the versioned cluster catalog: the first leader's, then only a
 //!   higher `catalog_version`; a lagging file is reported as drift.
 //! - [`reload`]: SIGHUP re-reads the configuration file.
+//! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz` and the status page.
+//! - [`notify`]: webhooks, Slack and PagerDuty, sent by the leader from the
+//!   history, with the delivery position in the replicated state.
 //! - [`replay`]: the kept log replayed with other decision settings.
 //! - [`codec`]: the internal service's wire format, shared by client and server.
 //! - [`network`]: outgoing gRPC to peers (channel cache, bound source
@@ -66,8 +69,11 @@ pub mod decide;
 pub mod detect;
 pub mod dns;
 pub mod grpc;
+pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod network;
+pub mod notify;
 pub mod probe;
 pub mod propose;
 pub mod proto;
@@ -102,6 +108,8 @@ pub enum RunError {
     Probes(#[from] propose::ObserverError),
     #[error("{0}")]
     Dns(String),
+    #[error("{0}")]
+    Http(String),
     #[error("Raft stopped on its own, the data directory {dir} may be failing (full, read-only, damaged): {reason}; this agent exits so its supervisor can restart it once the disk is fixed")]
     Stopped { dir: String, reason: String },
 }
@@ -149,6 +157,12 @@ pub async fn run(
     };
     let reconcile_task = reconciler.clone().map(|r| tokio::spawn(r.run()));
     let reload_task = tokio::spawn(reload::on_sighup(agent.clone(), observer.clone(), reconciler.clone()));
+    let http_task = http::bind(&agent)
+        .await
+        .map_err(RunError::Http)?
+        .map(|l| tokio::spawn(http::serve(agent.clone(), observer.clone(), l)));
+    let notify_task = tokio::spawn(notify::run(agent.clone()));
+    let leader_changes = tokio::spawn(metrics::count_leader_changes(agent.clone()));
     let served = tokio::select! {
         served = grpc::serve(agent.clone(), observer, reconciler, listener, shutdown) => served,
         // A storage error stops openraft for good: end now, without waiting
@@ -162,6 +176,11 @@ pub async fn run(
     tracing::info!(node = agent.id(), "shutting down");
     catalog.abort();
     reload_task.abort();
+    notify_task.abort();
+    leader_changes.abort();
+    if let Some(t) = http_task {
+        t.abort();
+    }
     if let Some(t) = tls_watch {
         t.abort();
     }

@@ -34,6 +34,8 @@ pub struct Observer {
     pub abstaining: watch::Receiver<bool>,
     /// How ICMP probes are sent (datagram or raw sockets, per family).
     pub icmp: String,
+    /// When this agent's latest heartbeat was committed (for `/readyz`).
+    pub last_heartbeat: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -67,10 +69,21 @@ impl Observer {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ctx, crx) = mpsc::unbounded_channel();
         let d = &config.probe;
-        let endpoints = Scheduler::start(agent.id(), &specs, &probers, d.max_concurrency, tx).map_err(err)?;
-        let control_sched = Scheduler::start(agent.id(), &control, &probers, d.max_concurrency, ctx).map_err(err)?;
+        let endpoints = Scheduler::start(
+            agent.id(),
+            &specs,
+            &probers,
+            d.max_concurrency,
+            tx,
+            Some(agent.instruments().clone()),
+        )
+        .map_err(err)?;
+        let control_sched =
+            Scheduler::start(agent.id(), &control, &probers, d.max_concurrency, ctx, None).map_err(err)?;
         let (abstain_tx, abstaining) = watch::channel(false);
+        let last_heartbeat = Arc::new(std::sync::Mutex::new(None));
         let proposer = Proposer {
+            last_heartbeat: last_heartbeat.clone(),
             agent: agent.clone(),
             seq: Seq {
                 boot: clock.now_ms(),
@@ -89,6 +102,7 @@ impl Observer {
             control: control_sched,
             abstaining,
             icmp,
+            last_heartbeat,
             task,
         })
     }
@@ -96,6 +110,7 @@ impl Observer {
 
 struct Proposer {
     agent: Arc<Agent>,
+    last_heartbeat: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     seq: Seq,
     view: LocalView,
     control: LocalView,
@@ -253,6 +268,7 @@ impl Proposer {
             if heartbeat_due || abstain_dirty && self.abstaining() {
                 let hb = self.heartbeat_command().await;
                 if self.propose(hb).await {
+                    *self.last_heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
                     heartbeat_due = false;
                     abstain_dirty = false;
                     if !self.abstaining() {

@@ -45,6 +45,8 @@ pub struct Reconciler {
     listing: tokio::sync::Mutex<Option<(Instant, Owned, Vec<Existing>)>>,
     /// The provider's current failure, already recorded in the history.
     failure: Mutex<Option<String>>,
+    /// The provider whose 429 answers were last counted, and how many it had.
+    rate_limits_seen: Mutex<(Arc<dyn Provider>, u64)>,
 }
 
 /// How often the credential files are looked at for a change.
@@ -84,6 +86,7 @@ impl Reconciler {
             interval: agent.config().dns.reconcile_interval.0,
             credentials: Mutex::new(stamps(dns::credential_files(agent.config()))),
             agent,
+            rate_limits_seen: Mutex::new((provider.clone(), 0)),
             provider: RwLock::new(provider),
             listing: tokio::sync::Mutex::new(None),
             failure: Mutex::new(None),
@@ -92,6 +95,55 @@ impl Reconciler {
 
     fn provider(&self) -> Arc<dyn Provider> {
         self.provider.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Carries the provider's 429 count into `/metrics` (a rebuilt provider starts at 0).
+    fn count_rate_limits(&self, provider: &Arc<dyn Provider>) {
+        let now = provider.rate_limited();
+        let mut seen = self.rate_limits_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let before = if Arc::ptr_eq(&seen.0, provider) { seen.1 } else { 0 };
+        self.agent
+            .instruments()
+            .dns_rate_limited
+            .inc_by(now.saturating_sub(before));
+        *seen = (provider.clone(), now);
+    }
+
+    /// Lists the provider, counted and timed for `/metrics`.
+    async fn list(&self, provider: &Arc<dyn Provider>, owned: &Owned) -> Result<Vec<Existing>, ProviderError> {
+        let started = Instant::now();
+        let result = provider.list(owned).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(ProviderError::Permanent(_)) => "refused",
+            Err(_) => "error",
+        };
+        self.agent
+            .instruments()
+            .dns_request("list", outcome, started.elapsed().as_secs_f64());
+        self.count_rate_limits(provider);
+        result
+    }
+
+    /// Applies changes, counted and timed for `/metrics`.
+    async fn apply(
+        &self,
+        provider: &Arc<dyn Provider>,
+        changes: &[Change],
+    ) -> Result<Vec<(Change, Outcome)>, ProviderError> {
+        let started = Instant::now();
+        let result = provider.apply(changes).await;
+        let outcome = match &result {
+            Ok(o) if o.iter().all(|(_, o)| *o == Outcome::Applied) => "ok",
+            Ok(_) => "failed",
+            Err(ProviderError::Permanent(_)) => "refused",
+            Err(_) => "error",
+        };
+        self.agent
+            .instruments()
+            .dns_request("apply", outcome, started.elapsed().as_secs_f64());
+        self.count_rate_limits(provider);
+        result
     }
 
     pub fn describe(&self) -> String {
@@ -158,7 +210,7 @@ impl Reconciler {
         {
             Some((_, _, actual)) => actual.clone(),
             None => {
-                let actual = self.provider().list(&owned).await?;
+                let actual = self.list(&self.provider(), &owned).await?;
                 *cache = Some((Instant::now(), owned.clone(), actual.clone()));
                 actual
             }
@@ -184,7 +236,7 @@ impl Reconciler {
         owned: Owned,
         served_index: u64,
     ) -> Result<Plan, ProviderError> {
-        let actual = self.provider().list(&owned).await?;
+        let actual = self.list(&self.provider(), &owned).await?;
         *self.listing.lock().await = Some((Instant::now(), owned.clone(), actual.clone()));
         let changes = dns::diff(&desired, &actual, &owned);
         Ok(Plan {
@@ -306,15 +358,17 @@ impl Reconciler {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::warn!("leadership not confirmed, DNS batch abandoned: {e}");
+                self.agent.instruments().dns_abandoned.inc();
                 return false;
             }
             Err(_) => {
                 tracing::warn!("no quorum confirmed leadership within {wait:?}, DNS batch abandoned");
+                self.agent.instruments().dns_abandoned.inc();
                 return false;
             }
         }
         let started = Instant::now();
-        let result = provider.apply(&plan.changes).await;
+        let result = self.apply(&provider, &plan.changes).await;
         // What was listed before the writes no longer describes the provider.
         *self.listing.lock().await = None;
         let latency_ms = started.elapsed().as_millis() as u64;
@@ -383,7 +437,7 @@ impl Reconciler {
         let (_, owned, _) = self.desired().await;
         let provider = self.provider();
         provider.set_context(id, term);
-        if let Err(e) = provider.list(&owned).await {
+        if let Err(e) = self.list(&provider, &owned).await {
             let e = e.to_string();
             if t.last_error.as_deref() != Some(e.as_str()) {
                 tracing::warn!("node {leader}'s DNS provider refuses it, and this node's cannot take over either: {e}");
@@ -461,6 +515,12 @@ impl Reconciler {
                 let needed = !was_leader || (changed && !failing) || Instant::now() >= due;
                 if needed {
                     let done = self.round(wanted, &mut last_plan).await;
+                    if done && !self.dry_run {
+                        self.agent
+                            .instruments()
+                            .dns_last_success
+                            .set(crate::metrics::unix_now());
+                    }
                     last_desired = Some(desired);
                     due = Instant::now()
                         + if done {

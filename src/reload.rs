@@ -73,6 +73,9 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     });
     differs("dns", format!("{:?}", old.dns) != format!("{:?}", new.dns));
     differs("insecure_plaintext", old.insecure_plaintext != new.insecure_plaintext);
+    differs("http", old.http != new.http);
+    differs("notify", old.notify != new.notify);
+    differs("log_format", old.log_format != new.log_format);
     keys
 }
 

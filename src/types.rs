@@ -281,6 +281,12 @@ pub enum Command {
     },
     /// An agent's full current view, proposed periodically: proves the agent
     /// is alive and lets a new leader or a restarted agent converge.
+    /// The leader delivered a notifier's events up to `state.position`
+    /// (and its open alerts are now `state.open`); a new leader goes on from there.
+    Notified {
+        notifier: String,
+        state: crate::state::NotifierState,
+    },
     Heartbeat {
         agent: NodeId,
         seq: Seq,
@@ -303,7 +309,8 @@ impl Command {
             | Command::DnsIntent(_)
             | Command::Drain { .. }
             | Command::Undrain { .. }
-            | Command::PauseDns { .. } => None,
+            | Command::PauseDns { .. }
+            | Command::Notified { .. } => None,
             Command::Observe { agent, .. } | Command::Heartbeat { agent, .. } => Some(*agent),
         }
     }
@@ -318,7 +325,8 @@ impl Command {
             | Command::DnsIntent(_)
             | Command::Drain { .. }
             | Command::Undrain { .. }
-            | Command::PauseDns { .. } => None,
+            | Command::PauseDns { .. }
+            | Command::Notified { .. } => None,
             Command::Observe {
                 agent, seq, changes, ..
             } => Some(ReportClaim {

@@ -16,12 +16,14 @@ use crate::types::NodeId;
 
 mod decision;
 mod dns;
+mod observe;
 mod pools;
 mod probe;
 mod tls;
 
 pub use decision::DecisionConfig;
 pub use dns::{CloudflareSection, DnsConfig, ProviderConfig, ZonefileConfig};
+pub use observe::{read_secret, HttpConfig, NotifyConfig, NotifyKind, NotifyOn, PAGERDUTY_URL};
 pub use pools::{EndpointConfig, PoolConfig};
 pub use probe::{Check, CheckConfig, ControlConfig, EndpointSpec, HttpCheck, HttpCheckConfig, ProbeDefaults};
 pub use tls::TlsConfig;
@@ -175,6 +177,15 @@ pub struct Config {
     /// for a lab: without TLS and without this, the agent binds loopback only.
     #[serde(default)]
     pub insecure_plaintext: bool,
+    /// `/metrics`, `/healthz`, `/readyz` and the status page.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Receivers of notifications, sent by the leader.
+    #[serde(default)]
+    pub notify: Vec<NotifyConfig>,
+    /// `text` (the default) or `json`: one JSON object per log line.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
 
     /// The file this configuration was read from, for error messages.
     #[serde(skip)]
@@ -183,6 +194,10 @@ pub struct Config {
 
 fn one() -> usize {
     1
+}
+
+fn default_log_format() -> String {
+    "text".to_string()
 }
 
 fn default_log_level() -> String {
@@ -217,6 +232,11 @@ impl Config {
                 }
             }
             _ => {}
+        }
+        for n in config.notify.iter_mut() {
+            for f in n.files_mut().filter(|f| f.is_relative()) {
+                *f = base.join(&*f);
+            }
         }
         config.validate()?;
         Ok(config)
@@ -351,6 +371,13 @@ impl Config {
         self.validate_ranges()?;
         self.validate_decision()?;
         self.validate_dns()?;
+        self.validate_observe()?;
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(self.invalid(
+                "log_format",
+                format!("expected \"text\" or \"json\", got {:?}", self.log_format),
+            ));
+        }
         self.tls_material()?;
         self.check_data_dir()
     }

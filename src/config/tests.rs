@@ -105,3 +105,58 @@ fn out_of_range_numbers_are_refused_naming_the_key() {
     let c = check(&format!("{}\n[decision]\nhold_down = \"1day\"\n", base(""))).unwrap();
     assert_eq!(c.catalog().unwrap().hold_down_ms, 86_400_000);
 }
+
+#[test]
+fn http_and_notify_settings_are_checked_naming_the_key() {
+    let with = |tables: &str| format!("{}\n{tables}\n", base("log_format = \"json\""));
+    let ok = check(&with(
+        "[http]\nlisten = \"127.0.0.1:9464\"\n\n[[pools]]\nname = \"web\"\ncheck = { kind = \"icmp\" }\n[[pools.endpoints]]\naddress = \"10.0.0.1\"\n\
+         [[notify]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"https://hooks.example/x\"\npools = [\"web\"]\n\
+         repeat_every = \"1h\"\n",
+    ))
+    .unwrap();
+    assert_eq!(ok.http.listen.as_deref(), Some("127.0.0.1:9464"));
+    assert!(ok.http.client_cert, "client certificates are asked for by default");
+    assert_eq!(ok.notify[0].on.len(), 3, "every class by default");
+    assert!(ok.notify[0].send_on_resolved);
+    let cases = [
+        ("[http]\nlisten = \"10.0.0.5:9464\"\n", "http.listen: 10.0.0.5:9464 is not a loopback address"),
+        ("[http]\nlisten = \"here\"\n", "http.listen: expected an address"),
+        ("[http]\nlisten = \"127.0.0.1:7101\"\n", "http.listen: 127.0.0.1:7101 is already the gRPC listen address"),
+        ("[[notify]]\nname = \"a b\"\nkind = \"webhook\"\nurl = \"http://x/\"\n", "notify[0].name"),
+        ("[[notify]]\nname = \"a\"\nkind = \"webhook\"\n", "notify[0].url: required for kind = \"webhook\""),
+        ("[[notify]]\nname = \"a\"\nkind = \"slack\"\nurl = \"ftp://x/\"\n", "notify[0].url: expected an http"),
+        ("[[notify]]\nname = \"a\"\nkind = \"pagerduty\"\n", "notify[0].routing_key: required"),
+        ("[[notify]]\nname = \"a\"\nkind = \"telegram\"\nurl = \"http://x/\"\n", "notify[0].kind"),
+        ("[[notify]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"http://x/\"\npools = [\"api\"]\n", "notify[0].pools[0]: no pool is named \"api\""),
+        ("[[notify]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"http://x/\"\nrepeat_every = \"5s\"\n", "notify[0].repeat_every: expected 1m to 7days"),
+        ("[[notify]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"http://x/\"\n[[notify]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"http://y/\"\n", "notify[1].name: duplicate"),
+        ("[[notify]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"http://x/\"\nrouting_key = \"k\"\n", "notify[0].routing_key: only for kind = \"pagerduty\""),
+    ];
+    for (tables, want) in cases {
+        let text = format!("{}\n{tables}", base(""));
+        let e = check(&text).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains(want), "{tables}: {e}");
+    }
+    let e = check(&base("log_format = \"xml\""))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("log_format: expected \"text\" or \"json\""), "{e}");
+    // A key file others can read is refused, naming the file.
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("pd.key");
+    std::fs::write(&key, "KEY\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = format!(
+        "{}\n[[notify]]\nname = \"pd\"\nkind = \"pagerduty\"\nrouting_key_file = \"{}\"\n",
+        base(""),
+        key.display()
+    );
+    let e = check(&text).map(|_| ()).unwrap_err().to_string();
+    assert!(
+        e.contains("notify[0].routing_key_file") && e.contains("chmod 600"),
+        "{e}"
+    );
+}

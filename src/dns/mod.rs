@@ -91,6 +91,11 @@ pub trait Provider: Send + Sync + 'static {
     /// Tells the provider which node writes, in which term (sent along where
     /// the provider can carry it, for the audit trail on the provider's side).
     fn set_context(&self, _node: u64, _term: u64) {}
+
+    /// Rate-limit answers (HTTP 429) this provider waited out since it was built.
+    fn rate_limited(&self) -> u64 {
+        0
+    }
 }
 
 /// The files the provider's credentials are read from (watched for a change).

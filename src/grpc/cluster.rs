@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{ChangeMembers, ServerState};
+use openraft::ChangeMembers;
 use tonic::{Request, Response, Status};
 
 use super::{auth, status};
@@ -67,29 +67,33 @@ impl ClusterService {
         }
     }
 
-    /// This node's members with (on the leader) their replication progress.
     fn member_list(&self) -> Vec<Member> {
-        let m = self.agent.metrics();
-        let (nodes, voters) = self.agent.members();
-        let last = m.last_log_index.unwrap_or(0);
-        nodes
-            .into_iter()
-            .map(|(id, peer)| {
-                let matched = m
-                    .replication
-                    .as_ref()
-                    .and_then(|r| r.get(&id))
-                    .map(|l| l.map(|l| l.index).unwrap_or(0));
-                Member {
-                    id,
-                    addr: peer.addr,
-                    voter: voters.contains(&id),
-                    matched_index: matched,
-                    lag: matched.map(|x| last.saturating_sub(x)),
-                }
-            })
-            .collect()
+        member_list(&self.agent)
     }
+}
+
+/// This node's members with (on the leader) their replication progress.
+fn member_list(agent: &Agent) -> Vec<Member> {
+    let m = agent.metrics();
+    let (nodes, voters) = agent.members();
+    let last = m.last_log_index.unwrap_or(0);
+    nodes
+        .into_iter()
+        .map(|(id, peer)| {
+            let matched = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&id))
+                .map(|l| l.map(|l| l.index).unwrap_or(0));
+            Member {
+                id,
+                addr: peer.addr,
+                voter: voters.contains(&id),
+                matched_index: matched,
+                lag: matched.map(|x| last.saturating_sub(x)),
+            }
+        })
+        .collect()
 }
 
 impl ClusterService {
@@ -139,6 +143,79 @@ impl ClusterService {
     }
 }
 
+/// The answer to `GetStatus`, read after any linearizing wait: `/` and the
+/// gRPC query show the same thing.
+pub(crate) async fn status(agent: &Agent, linearizable: bool) -> ClusterStatus {
+    let m = agent.metrics();
+    let local = agent.local_catalog();
+    let local_hash = local.as_ref().map(|c| c.content_digest()).unwrap_or_default();
+    let (log_time_ms, notes_applied, state_digest, last_note, mut alarms, catalog, catalog_hash) = agent
+        .read(|sm| {
+            let app = &sm.app;
+            let mut alarms = alarms(app);
+            let hash = app.catalog.as_ref().map(|c| c.content_digest()).unwrap_or_default();
+            alarms.extend(crate::catalog::drift(
+                local.as_ref().map(|c| (c, local_hash.as_str())),
+                app.catalog.as_ref().map(|c| (c, hash.as_str())),
+            ));
+            (
+                app.log_time_ms,
+                app.notes_applied,
+                app.digest_hex(),
+                app.last_note.clone(),
+                alarms,
+                app.catalog.clone(),
+                hash,
+            )
+        })
+        .await;
+    if let Some(w) = agent
+        .connector()
+        .tls()
+        .and_then(|t| t.expiry_warning(crate::tls::EXPIRY_WARNING_DAYS))
+    {
+        alarms.push(w);
+    }
+    if agent.config().insecure_plaintext {
+        alarms.push("insecure_plaintext: no TLS; peers and operators are not authenticated".into());
+    }
+    let (leader_id, leader_addr) = match agent.leader() {
+        Some((id, addr)) => (Some(id), addr),
+        None => (None, String::new()),
+    };
+    let members = member_list(agent);
+    ClusterStatus {
+        node_id: agent.id(),
+        node_addr: agent.addr().to_string(),
+        role: super::role_name(m.state).to_string(),
+        leader_id,
+        leader_addr,
+        term: m.current_term,
+        last_log_index: m.last_log_index.unwrap_or(0),
+        committed_index: agent
+            .committed_index()
+            .max(m.last_applied.map(|l| l.index).unwrap_or(0)),
+        applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+        snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+        purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+        initialized: !members.is_empty(),
+        members,
+        log_time_ms,
+        notes_applied,
+        state_digest,
+        last_note,
+        linearizable,
+        alarms,
+        catalog_version: catalog.as_ref().map(|c| c.version).unwrap_or(0),
+        catalog_hash,
+        local_catalog_hash: local_hash,
+        catalog_endpoints: catalog
+            .iter()
+            .flat_map(|c| c.pools.iter().flat_map(|p| p.endpoints.iter().map(|e| e.id.clone())))
+            .collect(),
+    }
+}
+
 /// Conditions an operator must see in `cluster status`.
 fn alarms(app: &crate::state::AppState) -> Vec<String> {
     let mut out = Vec::new();
@@ -184,16 +261,6 @@ fn alarms(app: &crate::state::AppState) -> Vec<String> {
     out
 }
 
-fn role(state: ServerState) -> &'static str {
-    match state {
-        ServerState::Leader => "Leader",
-        ServerState::Follower => "Follower",
-        ServerState::Candidate => "Candidate",
-        ServerState::Learner => "Learner",
-        ServerState::Shutdown => "Shutdown",
-    }
-}
-
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn get_status(&self, req: Request<GetStatusRequest>) -> Result<Response<ClusterStatus>, Status> {
@@ -202,77 +269,7 @@ impl Cluster for ClusterService {
         if linearizable {
             super::linearize(&self.agent).await?;
         }
-        let m = self.agent.metrics();
-        let local = self.agent.local_catalog();
-        let local_hash = local.as_ref().map(|c| c.content_digest()).unwrap_or_default();
-        let (log_time_ms, notes_applied, state_digest, last_note, mut alarms, catalog, catalog_hash) = self
-            .agent
-            .read(|sm| {
-                let app = &sm.app;
-                let mut alarms = alarms(app);
-                let hash = app.catalog.as_ref().map(|c| c.content_digest()).unwrap_or_default();
-                alarms.extend(crate::catalog::drift(
-                    local.as_ref().map(|c| (c, local_hash.as_str())),
-                    app.catalog.as_ref().map(|c| (c, hash.as_str())),
-                ));
-                (
-                    app.log_time_ms,
-                    app.notes_applied,
-                    app.digest_hex(),
-                    app.last_note.clone(),
-                    alarms,
-                    app.catalog.clone(),
-                    hash,
-                )
-            })
-            .await;
-        if let Some(w) = self
-            .agent
-            .connector()
-            .tls()
-            .and_then(|t| t.expiry_warning(crate::tls::EXPIRY_WARNING_DAYS))
-        {
-            alarms.push(w);
-        }
-        if self.agent.config().insecure_plaintext {
-            alarms.push("insecure_plaintext: no TLS; peers and operators are not authenticated".into());
-        }
-        let (leader_id, leader_addr) = match self.agent.leader() {
-            Some((id, addr)) => (Some(id), addr),
-            None => (None, String::new()),
-        };
-        let members = self.member_list();
-        Ok(Response::new(ClusterStatus {
-            node_id: self.agent.id(),
-            node_addr: self.agent.addr().to_string(),
-            role: role(m.state).to_string(),
-            leader_id,
-            leader_addr,
-            term: m.current_term,
-            last_log_index: m.last_log_index.unwrap_or(0),
-            committed_index: self
-                .agent
-                .committed_index()
-                .max(m.last_applied.map(|l| l.index).unwrap_or(0)),
-            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
-            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
-            purged_index: m.purged.map(|l| l.index).unwrap_or(0),
-            initialized: !members.is_empty(),
-            members,
-            log_time_ms,
-            notes_applied,
-            state_digest,
-            last_note,
-            linearizable,
-            alarms,
-            catalog_version: catalog.as_ref().map(|c| c.version).unwrap_or(0),
-            catalog_hash,
-            local_catalog_hash: local_hash,
-            catalog_endpoints: catalog
-                .iter()
-                .flat_map(|c| c.pools.iter().flat_map(|p| p.endpoints.iter().map(|e| e.id.clone())))
-                .collect(),
-        }))
+        Ok(Response::new(status(&self.agent, linearizable).await))
     }
 
     async fn bootstrap(&self, req: Request<BootstrapRequest>) -> Result<Response<BootstrapResponse>, Status> {

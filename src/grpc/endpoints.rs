@@ -38,25 +38,25 @@ impl Endpoints for EndpointsService {
         if linearizable {
             super::linearize(&self.agent).await?;
         }
-        let local = self
-            .observer
-            .endpoints
-            .view
-            .read()
-            .map_err(|_| Status::internal("probe view unavailable"))?
-            .clone();
-        let (_, voters) = self.agent.members();
-        let mine = (
-            self.agent.id(),
-            *self.observer.abstaining.borrow(),
-            self.observer.icmp.clone(),
-        );
-        let resp = self
-            .agent
-            .read(|sm| list(&sm.app, &local, &voters, &prefix, mine, linearizable))
-            .await;
+        let resp = snapshot(&self.agent, &self.observer, &prefix, linearizable).await;
         Ok(Response::new(resp))
     }
+}
+
+/// The answer to `Endpoints.List` (after any linearizing wait): `/` and the
+/// gRPC query show the same thing.
+pub(crate) async fn snapshot(
+    agent: &Agent,
+    observer: &Observer,
+    prefix: &str,
+    linearizable: bool,
+) -> ListEndpointsResponse {
+    let local = observer.endpoints.view.read().map(|v| v.clone()).unwrap_or_default();
+    let (_, voters) = agent.members();
+    let mine = (agent.id(), *observer.abstaining.borrow(), observer.icmp.clone());
+    agent
+        .read(|sm| list(&sm.app, &local, &voters, prefix, mine, linearizable))
+        .await
 }
 
 /// The answer to `Endpoints.List` from the applied state and this agent's probe view.

@@ -102,6 +102,16 @@ fn to_proto(e: &AuditEvent) -> HistoryEvent {
     }
 }
 
+/// The latest `n` events, newest last.
+pub(crate) async fn latest(agent: &Agent, n: usize) -> Vec<HistoryEvent> {
+    agent
+        .read(|sm| {
+            let skip = sm.app.history.len().saturating_sub(n);
+            sm.app.history.iter().skip(skip).map(to_proto).collect()
+        })
+        .await
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<HistoryEvent, Status>> + Send>>;
 
 #[tonic::async_trait]

@@ -1,11 +1,11 @@
 //! Incoming gRPC: the internal Raft service, the public `vantage.v1` admin
 //! service and server reflection (v1 and v1alpha), served on one listener.
 
-mod auth;
-mod cluster;
+pub(crate) mod auth;
+pub(crate) mod cluster;
 mod dns;
-mod endpoints;
-mod history;
+pub(crate) mod endpoints;
+pub(crate) mod history;
 mod incoming;
 mod raft;
 mod status;
@@ -98,6 +98,18 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// A Raft role as the API and `/metrics` name it.
+pub fn role_name(state: openraft::ServerState) -> &'static str {
+    use openraft::ServerState;
+    match state {
+        ServerState::Leader => "Leader",
+        ServerState::Follower => "Follower",
+        ServerState::Candidate => "Candidate",
+        ServerState::Learner => "Learner",
+        ServerState::Shutdown => "Shutdown",
+    }
 }
 
 /// Waits until this node has applied everything committed before the read

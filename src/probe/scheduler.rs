@@ -11,8 +11,10 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::Probers;
+use crate::config::Check;
 use crate::config::EndpointSpec;
 use crate::detect::{Detector, Evidence, Health, Transition};
+use crate::metrics::Instruments;
 
 /// This agent's current view of one endpoint.
 #[derive(Clone, Debug)]
@@ -45,6 +47,8 @@ pub struct Scheduler {
     events: mpsc::UnboundedSender<Event>,
     /// One task per endpoint, with the spec it probes.
     tasks: std::sync::Mutex<BTreeMap<String, (EndpointSpec, JoinHandle<()>)>>,
+    /// Where each probe's outcome is counted (the endpoints', not the control targets').
+    instruments: Option<Arc<Instruments>>,
 }
 
 impl Drop for Scheduler {
@@ -81,6 +85,7 @@ impl Scheduler {
         probers: &Probers,
         max_concurrency: usize,
         events: mpsc::UnboundedSender<Event>,
+        instruments: Option<Arc<Instruments>>,
     ) -> Result<Scheduler, String> {
         let s = Scheduler {
             view: Arc::new(RwLock::new(BTreeMap::new())),
@@ -90,6 +95,7 @@ impl Scheduler {
             concurrency: std::sync::atomic::AtomicUsize::new(max_concurrency.max(1)),
             events,
             tasks: std::sync::Mutex::new(BTreeMap::new()),
+            instruments,
         };
         s.update(specs)?;
         Ok(s)
@@ -120,6 +126,9 @@ impl Scheduler {
                 t.abort();
             }
             view.remove(id);
+            if let Some(i) = &self.instruments {
+                i.forget_endpoint(id);
+            }
         }
         let mut started = 0;
         for (id, (spec, probe)) in probes {
@@ -172,6 +181,12 @@ impl Scheduler {
             self.events.clone(),
         );
         let mut detector = Detector::new(spec.fall, spec.rise);
+        let instruments = self.instruments.clone();
+        let kind = match spec.check {
+            Check::Icmp => "icmp",
+            Check::Tcp { .. } => "tcp",
+            Check::Http(_) => "http",
+        };
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval_at(start, interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -181,6 +196,9 @@ impl Scheduler {
                     let Ok(_permit) = limit.acquire().await else { return };
                     probe.run().await
                 };
+                if let Some(i) = &instruments {
+                    i.probed(&id, kind, outcome.ok, outcome.rtt.as_secs_f64());
+                }
                 let transition = detector.record(&outcome);
                 if let Ok(mut v) = view.write() {
                     if let Some(e) = v.get_mut(&id) {
@@ -215,7 +233,7 @@ mod tests {
     async fn concurrency_grows_at_once_and_shrinks_as_probes_in_flight_finish() {
         let probers = Probers::new().await;
         let (tx, _rx) = mpsc::unbounded_channel();
-        let s = Scheduler::start(1, &[], &probers, 2, tx).unwrap();
+        let s = Scheduler::start(1, &[], &probers, 2, tx, None).unwrap();
         assert_eq!(s.limit.available_permits(), 2);
         assert_eq!(s.set_concurrency(5), 2);
         assert_eq!(s.limit.available_permits(), 5);

@@ -139,6 +139,28 @@ pub struct AppState {
     /// owned, never desired, until a successful write after that index.
     #[serde(default)]
     pub retiring: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Each notifier's delivery position and open alerts, by notifier name.
+    #[serde(default)]
+    pub notifiers: BTreeMap<String, NotifierState>,
+}
+
+/// Where a notifier stands: every history event up to `position` was
+/// delivered (or did not concern it); `open` holds the alerts it triggered
+/// and has not resolved, by alert key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifierState {
+    pub position: u64,
+    pub open: BTreeMap<String, OpenAlert>,
+}
+
+/// An alert a notifier triggered and has not resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenAlert {
+    /// Log time it was triggered, and last sent (the trigger or a reminder).
+    pub since_ms: u64,
+    pub last_sent_ms: u64,
+    /// What the trigger said, repeated by reminders.
+    pub summary: String,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -250,6 +272,17 @@ impl AppState {
             } => self.drain(index, endpoint, reason, *for_ms, *force, by, voters),
             Command::Undrain { endpoint, by } => self.undrain(index, endpoint, &format!("undrained by {by}"), voters),
             Command::PauseDns { paused, reason, by } => self.pause_dns(index, *paused, reason, by),
+            Command::Notified { notifier, state } => {
+                // No history event: the notifier reads the history, and must
+                // not find its own bookkeeping there.
+                let current = self.notifiers.get(notifier).map(|n| n.position).unwrap_or(0);
+                if state.position < current {
+                    reply(now, false, format!("notifier {notifier} is already at event {current}"))
+                } else {
+                    self.notifiers.insert(notifier.clone(), state.clone());
+                    reply(now, true, format!("notifier {notifier} at event {}", state.position))
+                }
+            }
             Command::Observe {
                 agent,
                 seq,

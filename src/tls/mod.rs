@@ -196,6 +196,9 @@ struct Loaded {
     identity: Identity,
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
+    /// HTTP/1.1 for the `[http]` listener: asking for a client certificate, and not.
+    http_mutual: Arc<ServerConfig>,
+    http_open: Arc<ServerConfig>,
     /// Modification times of the three files when they were read.
     stamps: [Option<SystemTime>; 3],
     /// When this holder's certificate expires.
@@ -234,10 +237,19 @@ impl Loaded {
         let mut server = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| invalid(&files.cert, e.to_string()))?
-            .with_client_cert_verifier(verifier)
+            .with_client_cert_verifier(verifier.clone())
             .with_single_cert(chain.clone(), key.clone_key())
             .map_err(|e| invalid(&files.key, format!("does not match the certificate: {e}")))?;
+        let mut http_mutual = server.clone();
         server.alpn_protocols = h2(Vec::new());
+        http_mutual.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let mut http_open = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(&files.cert, e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|e| invalid(&files.key, format!("does not match the certificate: {e}")))?;
+        http_open.alpn_protocols = vec![b"http/1.1".to_vec()];
         let verifier = verify::NodeVerifier::new(roots, provider(), cluster.clone());
         let mut client = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -252,6 +264,8 @@ impl Loaded {
             identity,
             server: Arc::new(server),
             client: Arc::new(client),
+            http_mutual: Arc::new(http_mutual),
+            http_open: Arc::new(http_open),
             stamps,
             not_after,
         })
@@ -317,6 +331,17 @@ impl Tls {
     /// The server side of the current files.
     pub fn server_config(&self) -> Arc<ServerConfig> {
         self.now().server.clone()
+    }
+
+    /// The `[http]` listener's side of the current files (HTTP/1.1), asking
+    /// for a client certificate of the cluster CA or not.
+    pub fn http_server_config(&self, client_cert: bool) -> Arc<ServerConfig> {
+        let now = self.now();
+        if client_cert {
+            now.http_mutual.clone()
+        } else {
+            now.http_open.clone()
+        }
     }
 
     /// The client side of the current files.

@@ -51,7 +51,7 @@ fn directive(level: &str) -> String {
     }
 }
 
-fn init_tracing(level: &str) {
+fn init_tracing(level: &str, json: bool) {
     let from_env = tracing_subscriber::EnvFilter::try_from_env("VANTAGE_LOG").ok();
     let pinned = from_env.is_some();
     let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(directive(level)));
@@ -59,21 +59,32 @@ fn init_tracing(level: &str) {
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .with_filter_reloading();
-    let handle = builder.reload_handle();
-    if builder.try_init().is_ok() && !pinned {
-        // SIGHUP applies a new log_level (VANTAGE_LOG, when set, stays in force).
-        vantage::reload::on_log_level(move |level| {
-            let filter = tracing_subscriber::EnvFilter::try_new(directive(level)).map_err(|e| e.to_string())?;
-            handle.reload(filter).map_err(|e| e.to_string())
-        });
+        .with_ansi(std::io::stderr().is_terminal() && !json)
+        .with_writer(std::io::stderr);
+    // The two formats are two builder types; each installs the same way.
+    macro_rules! install {
+        ($builder:expr) => {{
+            let builder = $builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() && !pinned {
+                // SIGHUP applies a new log_level (VANTAGE_LOG, when set, stays in force).
+                vantage::reload::on_log_level(move |level| {
+                    let filter = tracing_subscriber::EnvFilter::try_new(directive(level)).map_err(|e| e.to_string())?;
+                    handle.reload(filter).map_err(|e| e.to_string())
+                });
+            }
+        }};
+    }
+    if json {
+        // One JSON object per line, for log shippers.
+        install!(builder.json().flatten_event(true))
+    } else {
+        install!(builder)
     }
 }
 
 async fn serve(config: Config) -> Result<(), Failure> {
-    init_tracing(&config.log_level);
+    init_tracing(&config.log_level, config.log_format == "json");
     let addr = config.listen_addr().map_err(|e| Failure::usage(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

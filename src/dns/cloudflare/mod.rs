@@ -379,6 +379,10 @@ impl Provider for Cloudflare {
         Cloudflare::set_context(self, node, term);
     }
 
+    fn rate_limited(&self) -> u64 {
+        self.stats().rate_limited
+    }
+
     fn describe(&self) -> String {
         format!("cloudflare zone {}", self.cfg.zone_name)
     }
