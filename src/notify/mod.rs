@@ -17,9 +17,11 @@
 //! already open is not sent again; `repeat_every` sends reminders in log time
 //! while it stays open.
 //!
-//! Each receiver runs on its own task and retries with backoff (1 s doubling
-//! to 30 s) for as long as this node leads; a receiver that fails holds up
-//! only its own later messages, never a DNS write or another receiver.
+//! Each attempt is preceded by a leadership check with a quorum, so a leader
+//! cut off from the others sends nothing. Each receiver runs on its own task
+//! and retries with backoff (1 s doubling to 30 s) for as long as this node
+//! leads; a receiver that fails holds up only its own later messages, never
+//! a DNS write or another receiver.
 
 mod send;
 
@@ -350,13 +352,23 @@ async fn commit(agent: &Agent, name: &str, st: &NotifierState) -> bool {
     }
 }
 
+/// Whether a quorum still follows this leader, asked before each attempt:
+/// a leader cut off from the others (which does not know it yet) sends nothing.
+async fn still_leading(agent: &Agent) -> bool {
+    if !agent.is_leader() {
+        return false;
+    }
+    let wait = agent.config().raft.election_timeout_max.0 * 2;
+    matches!(tokio::time::timeout(wait, agent.confirm_leadership()).await, Ok(Ok(_)))
+}
+
 /// Delivers `m`, retrying while this node leads. False when leadership was
 /// lost first (the next leader sends it).
 async fn deliver(agent: &Agent, rx: &Receiver, m: &Message) -> bool {
     let mut wait = Duration::from_secs(1);
     let mut logged = false;
     loop {
-        if !agent.is_leader() {
+        if !still_leading(agent).await {
             return false;
         }
         match rx.deliver(m, agent.id(), agent.term()).await {
