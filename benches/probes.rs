@@ -167,11 +167,7 @@ fn main() {
             slots[((t.duration_since(t0).as_millis() % 1000) / 100) as usize] += 1;
         }
         let sizes = scrapes.lock().unwrap().clone();
-        let label = if scraped {
-            format!("{n}+http")
-        } else {
-            n.to_string()
-        };
+        let label = if scraped { format!("{n}+http") } else { n.to_string() };
         println!(
             "{:>9} {:>12.1} {:>8.1} {:>8.1} {:>10.1} {:>10.0} {:>24}{}",
             label,

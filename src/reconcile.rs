@@ -387,6 +387,10 @@ impl Reconciler {
             }
             Err(e) => (false, e.to_string()),
         };
+        let outcome = match provider.write_note() {
+            Some(note) => format!("{outcome}; {note}"),
+            None => outcome,
+        };
         let refused = matches!(result, Err(ProviderError::Permanent(_)));
         tracing::info!(changes = ?changes, ok, latency_ms, "DNS changes written");
         self.audit(DnsAudit {

@@ -301,3 +301,91 @@ fn twenty_percent_packet_loss_on_one_agent_causes_no_failover() {
     assert!(ran.is_some(), "agent 2 ran only {:?} probes", probes(&w));
     w.clean();
 }
+
+#[path = "support/moto.rs"]
+mod moto;
+
+/// Scenario 1 with Route 53 as the provider: moto on the bridge behind the
+/// SigV4 gate, the agents in their namespaces signing with a credentials file.
+#[test]
+fn route53_endpoint_death_removes_it_once_through_the_leader_and_return_re_adds_it() {
+    use common::Cluster;
+    let n = 69;
+    let mut lab = lab::Lab::new(n);
+    for id in 1..=3u8 {
+        lab.host(&format!("a{id}"), 10 + id);
+    }
+    for e in 1..=2u8 {
+        lab.host(&format!("e{e}"), 100 + e);
+        lab.serve(&format!("e{e}"), 100 + e);
+    }
+    let m = moto::Moto::start(&format!("10.{n}.0.1"), ZONE);
+    let dir = tempfile::tempdir().unwrap();
+    let creds = moto::Moto::credentials_file(dir.path(), moto::AWS_SECRET);
+    let (gate, creds) = (m.gate.clone(), creds.display().to_string());
+    let mut c = Cluster::with_extra(n, 3, "", move |_| {
+        format!(
+            "{FAST}\n{DECIDE}\n[dns]\nprovider = \"route53\"\nreconcile_interval = \"2s\"\n\
+             [dns.route53]\nzone = \"{ZONE}\"\nendpoint = \"{gate}\"\ncredentials_file = \"{creds}\"\n\
+             profile = \"vantage\"\ninstance_metadata = false\n\n\
+             [[pools]]\nname = \"web\"\nhostnames = [\"www.example.test\"]\n\
+             check = {{ kind = \"http\", port = 8080, path = \"/\" }}\n\
+             [[pools.endpoints]]\naddress = \"10.{n}.0.101\"\n[[pools.endpoints]]\naddress = \"10.{n}.0.102\"\n"
+        )
+    });
+    c.on_hosts(lab::agent_addr, move |id| format!("vt{n}a{id}"));
+    c.start_all();
+    c.bootstrap();
+    let leader = c.wait_leader(&[1, 2, 3], LONG);
+    let www = |octets: &[u8]| -> BTreeSet<(String, String)> {
+        octets
+            .iter()
+            .map(|o| ("www.example.test".to_string(), format!("10.{n}.0.{o}")))
+            .collect()
+    };
+    let held = || -> BTreeSet<(String, String)> { m.view().into_iter().collect() };
+    wait_for("both published in moto", LONG, || {
+        (held() == www(&[101, 102])).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{:?}\n{}", held(), c.logs()));
+    let writes = |since: usize| -> Vec<Value> {
+        m.log()[since..]
+            .iter()
+            .filter(|e| e["method"] == "POST")
+            .cloned()
+            .collect()
+    };
+    let cut = m.log().len();
+    lab.kill_server("e1");
+    wait_for("e1 removed in moto", LONG, || (held() == www(&[102])).then_some(()))
+        .unwrap_or_else(|| panic!("{:?}\n{}", held(), c.logs()));
+    let removal = writes(cut);
+    assert_eq!(removal.len(), 1, "one batch removes it: {removal:?}");
+    assert_eq!(removal[0]["node"], leader.to_string().as_str(), "written by the leader");
+    assert_eq!(removal[0]["verdict"], "ok");
+    let cut = m.log().len();
+    lab.serve("e1", 101);
+    wait_for("e1 re-added in moto", LONG, || {
+        (held() == www(&[101, 102])).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{:?}\n{}", held(), c.logs()));
+    let readd = writes(cut);
+    assert_eq!(readd.len(), 1, "{readd:?}");
+    assert!(
+        m.log().iter().all(|e| e["verdict"] == "ok"),
+        "every signature checked out"
+    );
+    // The audit entry records when Route 53 had the change in sync.
+    let events = c.cli_json(&["history", "--addr", c.addr(leader), "--limit", "1000"])["events"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let write = events
+        .iter()
+        .rev()
+        .find(|e| {
+            e["kind"] == "dns-write" && e["to"] == "applied" && e["rule"].as_str().unwrap_or("").contains("create")
+        })
+        .expect("the re-add is in the history");
+    assert!(write["rule"].as_str().unwrap().contains("INSYNC after"), "{write}");
+}

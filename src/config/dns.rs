@@ -27,6 +27,7 @@ pub enum ProviderConfig {
     Memory,
     ZoneFile(ZonefileConfig),
     Cloudflare(CloudflareSection),
+    Route53(Route53Section),
 }
 
 /// `[dns]` as written: `provider = "…"` names which sub-table applies.
@@ -43,6 +44,8 @@ struct RawDns {
     zonefile: Option<ZonefileConfig>,
     #[serde(default)]
     cloudflare: Option<CloudflareSection>,
+    #[serde(default)]
+    route53: Option<Route53Section>,
 }
 
 impl TryFrom<RawDns> for DnsConfig {
@@ -60,11 +63,13 @@ impl TryFrom<RawDns> for DnsConfig {
                 r.cloudflare
                     .ok_or("provider \"cloudflare\" needs a [dns.cloudflare] table with at least zone")?,
             ),
-            other => {
-                return Err(format!(
-                    "provider: expected \"none\", \"zonefile\", \"cloudflare\" or \"memory\", got {other:?}"
-                ))
-            }
+            "route53" => ProviderConfig::Route53(
+                r.route53
+                    .ok_or("provider \"route53\" needs a [dns.route53] table with at least zone")?,
+            ),
+            other => return Err(format!(
+                "provider: expected \"none\", \"zonefile\", \"cloudflare\", \"route53\" or \"memory\", got {other:?}"
+            )),
         };
         Ok(DnsConfig {
             provider,
@@ -165,6 +170,55 @@ impl Default for DnsConfig {
             reconcile_interval: default_reconcile(),
         }
     }
+}
+
+/// The Route 53 provider's settings. Credentials are never written here:
+/// they come from the environment, a shared credentials file, the container
+/// endpoint or the instance's role.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route53Section {
+    /// The hosted zone's name; every pool hostname must be inside it.
+    pub zone: String,
+    /// The hosted zone's id (`Z…`); skips the lookup by name.
+    #[serde(default)]
+    pub zone_id: Option<String>,
+    /// Between a public and a private zone of the same name: which one.
+    #[serde(default)]
+    pub private_zone: Option<bool>,
+    /// TTL of record sets this provider creates (an existing set keeps its own).
+    #[serde(default = "default_zone_ttl")]
+    pub ttl: u32,
+    #[serde(default = "default_route53_endpoint")]
+    pub endpoint: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// A profile of the shared credentials file (else AWS_PROFILE, else "default").
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// The shared credentials file (else AWS_SHARED_CREDENTIALS_FILE, else ~/.aws/credentials).
+    #[serde(default)]
+    pub credentials_file: Option<std::path::PathBuf>,
+    /// Whether the instance metadata service (IMDSv2) may provide a role's credentials.
+    #[serde(default = "yes_proxied")]
+    pub instance_metadata: bool,
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Dur,
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// How long a change is polled for INSYNC; "0s": not at all.
+    #[serde(default = "default_insync")]
+    pub insync_timeout: Dur,
+}
+
+fn default_route53_endpoint() -> String {
+    crate::dns::route53::DEFAULT_ENDPOINT.into()
+}
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_insync() -> Dur {
+    Dur(Duration::from_secs(60))
 }
 
 /// The zone-file provider's settings.
@@ -274,6 +328,55 @@ impl Config {
                     }
                 }
                 self.hostnames_inside(&zone, "dns.cloudflare.zone")?;
+            }
+            ProviderConfig::Route53(r) => {
+                let zone = r.zone.trim_end_matches('.').to_ascii_lowercase();
+                if !valid_hostname(&zone) {
+                    return Err(self.invalid(
+                        "dns.route53.zone",
+                        format!("expected a DNS name like \"example.com\", got {:?}", r.zone),
+                    ));
+                }
+                if !(r.endpoint.starts_with("https://") || r.endpoint.starts_with("http://")) {
+                    return Err(self.invalid(
+                        "dns.route53.endpoint",
+                        format!("expected an http(s) URL, got {:?}", r.endpoint),
+                    ));
+                }
+                if r.ttl == 0 || r.ttl > 604_800 {
+                    return Err(self.invalid(
+                        "dns.route53.ttl",
+                        format!("expected 1 to 604800 seconds, got {}", r.ttl),
+                    ));
+                }
+                if !(1..=100).contains(&r.max_attempts) {
+                    return Err(self.invalid(
+                        "dns.route53.max_attempts",
+                        format!("expected 1 to 100, got {}", r.max_attempts),
+                    ));
+                }
+                for (key, v, lo, hi) in [
+                    (
+                        "dns.route53.request_timeout",
+                        r.request_timeout,
+                        Duration::from_millis(100),
+                        Duration::from_secs(300),
+                    ),
+                    (
+                        "dns.route53.insync_timeout",
+                        r.insync_timeout,
+                        Duration::ZERO,
+                        Duration::from_secs(3600),
+                    ),
+                ] {
+                    if v.0 < lo || v.0 > hi {
+                        return Err(self.invalid(
+                            key,
+                            format!("expected a duration from {} to {}, got {v}", Dur(lo), Dur(hi)),
+                        ));
+                    }
+                }
+                self.hostnames_inside(&zone, "dns.route53.zone")?;
             }
             ProviderConfig::ZoneFile(z) => {
                 let origin = z.origin.trim_end_matches('.').to_ascii_lowercase();

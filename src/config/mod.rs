@@ -22,7 +22,7 @@ mod probe;
 mod tls;
 
 pub use decision::DecisionConfig;
-pub use dns::{CloudflareSection, DnsConfig, ProviderConfig, ZonefileConfig};
+pub use dns::{CloudflareSection, DnsConfig, ProviderConfig, Route53Section, ZonefileConfig};
 pub use observe::{read_secret, HttpConfig, NotifyConfig, NotifyKind, NotifyOn, PAGERDUTY_URL};
 pub use pools::{EndpointConfig, PoolConfig};
 pub use probe::{Check, CheckConfig, ControlConfig, EndpointSpec, HttpCheck, HttpCheckConfig, ProbeDefaults};
@@ -228,6 +228,11 @@ impl Config {
             ProviderConfig::ZoneFile(z) if z.path.is_relative() => z.path = base.join(&z.path),
             ProviderConfig::Cloudflare(c) => {
                 if let Some(f) = c.token_file.as_mut().filter(|f| f.is_relative()) {
+                    *f = base.join(&*f);
+                }
+            }
+            ProviderConfig::Route53(r) => {
+                if let Some(f) = r.credentials_file.as_mut().filter(|f| f.is_relative()) {
                     *f = base.join(&*f);
                 }
             }

@@ -7,6 +7,7 @@
 
 pub mod cloudflare;
 pub mod memory;
+pub mod route53;
 pub mod zonefile;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -92,9 +93,15 @@ pub trait Provider: Send + Sync + 'static {
     /// the provider can carry it, for the audit trail on the provider's side).
     fn set_context(&self, _node: u64, _term: u64) {}
 
-    /// Rate-limit answers (HTTP 429) this provider waited out since it was built.
+    /// Rate-limit answers (HTTP 429, throttling) this provider waited out since it was built.
     fn rate_limited(&self) -> u64 {
         0
+    }
+
+    /// What the last `apply` learned beyond the outcomes (Route 53: when the
+    /// change was in sync), for the DNS audit entry; taken once.
+    fn write_note(&self) -> Option<String> {
+        None
     }
 }
 
@@ -102,6 +109,7 @@ pub trait Provider: Send + Sync + 'static {
 pub fn credential_files(config: &crate::config::Config) -> Vec<std::path::PathBuf> {
     match &config.dns.provider {
         crate::config::ProviderConfig::Cloudflare(c) => c.token_file.iter().cloned().collect(),
+        crate::config::ProviderConfig::Route53(r) => r.credentials_file.iter().cloned().collect(),
         _ => Vec::new(),
     }
 }
@@ -128,6 +136,22 @@ pub fn from_config(config: &crate::config::Config) -> Result<Option<Arc<dyn Prov
                 ttl: z.ttl,
                 static_records: z.static_records.clone(),
             }))))
+        }
+        ProviderConfig::Route53(r) => {
+            let mut cfg = route53::Route53Config::new(&r.zone);
+            cfg.zone_id = r.zone_id.clone();
+            cfg.private_zone = r.private_zone;
+            cfg.ttl = r.ttl;
+            cfg.endpoint = r.endpoint.clone();
+            cfg.region = r.region.clone();
+            cfg.sources.profile = r.profile.clone();
+            cfg.sources.file = r.credentials_file.clone();
+            cfg.sources.imds = r.instance_metadata;
+            cfg.request_timeout = r.request_timeout.0;
+            cfg.max_attempts = r.max_attempts;
+            cfg.insync_timeout = (!r.insync_timeout.0.is_zero()).then_some(r.insync_timeout.0);
+            let client = route53::Route53::new(cfg).map_err(|e| format!("{}: dns.route53: {e}", config.source))?;
+            Ok(Some(Arc::new(client)))
         }
         ProviderConfig::Cloudflare(c) => {
             // CLOUDFLARE_API_TOKEN unless the configuration names another source.
