@@ -389,3 +389,89 @@ fn route53_endpoint_death_removes_it_once_through_the_leader_and_return_re_adds_
         .expect("the re-add is in the history");
     assert!(write["rule"].as_str().unwrap().contains("INSYNC after"), "{write}");
 }
+
+#[path = "support/bind.rs"]
+mod bind;
+
+/// Scenario 1 with RFC 2136: a real BIND on the bridge takes TSIG-signed
+/// updates from the leader; `dig` reads the zone back.
+#[test]
+fn rfc2136_endpoint_death_removes_it_once_through_the_leader_and_return_re_adds_it() {
+    use common::Cluster;
+    let n = 70;
+    let mut lab = lab::Lab::new(n);
+    for id in 1..=3u8 {
+        lab.host(&format!("a{id}"), 10 + id);
+    }
+    for e in 1..=2u8 {
+        lab.host(&format!("e{e}"), 100 + e);
+        lab.serve(&format!("e{e}"), 100 + e);
+    }
+    let b = bind::Bind::start(&format!("10.{n}.0.1"), 5353, ZONE, &["mail IN A 198.51.100.7"]);
+    let dir = tempfile::tempdir().unwrap();
+    let secret = bind::Bind::secret_file(dir.path(), bind::SECRET);
+    let (server, secret) = (b.addr.clone(), secret.display().to_string());
+    let mut c = Cluster::with_extra(n, 3, "", move |_| {
+        format!(
+            "{FAST}\n{DECIDE}\n[dns]\nprovider = \"rfc2136\"\nreconcile_interval = \"2s\"\n\
+             [dns.rfc2136]\nserver = \"{server}\"\nzone = \"{ZONE}\"\ntsig_key_name = \"{}\"\n\
+             tsig_secret_file = \"{secret}\"\n\n\
+             [[pools]]\nname = \"web\"\nhostnames = [\"www.example.test\"]\n\
+             check = {{ kind = \"http\", port = 8080, path = \"/\" }}\n\
+             [[pools.endpoints]]\naddress = \"10.{n}.0.101\"\n[[pools.endpoints]]\naddress = \"10.{n}.0.102\"\n",
+            bind::KEY_NAME
+        )
+    });
+    c.on_hosts(lab::agent_addr, move |id| format!("vt{n}a{id}"));
+    c.start_all();
+    c.bootstrap();
+    let leader = c.wait_leader(&[1, 2, 3], LONG);
+    let www = |octets: &[u8]| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = octets
+            .iter()
+            .map(|o| ("www.example.test".to_string(), format!("10.{n}.0.{o}")))
+            .collect();
+        v.push(("mail.example.test".into(), "198.51.100.7".into()));
+        v.sort();
+        v
+    };
+    wait_for("both published in BIND", LONG, || {
+        (b.addresses() == www(&[101, 102])).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{:?}\n{}", b.addresses(), c.logs()));
+    let writes = |c: &Cluster| -> Vec<Value> {
+        c.cli_json(&["history", "--addr", c.addr(leader), "--limit", "1000"])["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "dns-write" && e["to"] == "applied")
+            .cloned()
+            .collect()
+    };
+    let before = writes(&c).len();
+    lab.kill_server("e1");
+    wait_for("e1 removed in BIND", LONG, || {
+        (b.addresses() == www(&[102])).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{:?}\n{}", b.addresses(), c.logs()));
+    let after = writes(&c);
+    assert_eq!(after.len(), before + 1, "one update removes it: {:?}", &after[before..]);
+    assert_eq!(after[before]["from"], format!("node {leader}"), "written by the leader");
+    lab.serve("e1", 101);
+    wait_for("e1 re-added in BIND", LONG, || {
+        (b.addresses() == www(&[101, 102])).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{:?}\n{}", b.addresses(), c.logs()));
+    assert_eq!(writes(&c).len(), before + 2, "one update re-adds it");
+    // BIND's own log shows each update signed with the key, from the leader's address.
+    let log = b.log();
+    let leader_ip = format!("10.{n}.0.{}", 10 + leader);
+    let updates: Vec<&str> = log.lines().filter(|l| l.contains("updating zone")).collect();
+    assert!(updates.len() >= 3, "BIND logged the updates: {log}");
+    assert!(
+        updates
+            .iter()
+            .all(|l| l.contains(&format!("{leader_ip}#")) && l.contains("/key vantage:")),
+        "{log}"
+    );
+}

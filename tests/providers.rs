@@ -1,7 +1,8 @@
 //! One conformance suite, every provider: the memory provider, the zone file
 //! (read back by BIND's `named-checkzone`), Cloudflare against the strict
-//! double, and Route 53 against moto behind a gate that checks each SigV4
-//! signature with botocore's signer. Each scenario drives the provider the
+//! double, Route 53 against moto behind a gate that checks each SigV4
+//! signature with botocore's signer, and RFC 2136 against a real BIND (read
+//! back with `dig` AXFR). Each scenario drives the provider the
 //! way the reconciler does (list, diff, apply, until the diff is empty) and
 //! asserts on the server's own view: moto's API answers through boto3, the
 //! double's state, the zone as BIND parses it.
@@ -19,6 +20,8 @@ use std::time::Duration;
 
 use vantage::dns::{diff, Owned, Provider, ProviderError, Record};
 
+#[path = "support/bind.rs"]
+mod bind;
 mod common;
 #[path = "support/moto.rs"]
 mod moto;
@@ -530,4 +533,113 @@ fn an_agent_with_a_wrong_aws_secret_keeps_running_retries_and_recovers_when_the_
         || (m.view() == want).then_some(()),
     )
     .unwrap_or_else(|| panic!("{:?}\n{}", m.view(), c.logs()));
+}
+
+// ---------------------------------------------------------------------------
+// RFC 2136, against BIND
+// ---------------------------------------------------------------------------
+
+fn rfc2136(server: &str, zone: &str, secret: &str) -> Arc<vantage::dns::rfc2136::Rfc2136> {
+    use vantage::dns::rfc2136::{Rfc2136, Rfc2136Config};
+    Arc::new(
+        Rfc2136::new(Rfc2136Config {
+            server: server.parse().unwrap(),
+            zone: zone.into(),
+            key_name: bind::KEY_NAME.into(),
+            algorithm: "hmac-sha256".into(),
+            secret: data_encoding::BASE64.decode(secret.as_bytes()).unwrap(),
+            ttl: 60,
+            timeout: Duration::from_secs(2),
+        })
+        .unwrap(),
+    )
+}
+
+struct BindSubject {
+    bind: bind::Bind,
+    proxy: bind::Proxy,
+    provider: Arc<vantage::dns::rfc2136::Rfc2136>,
+}
+
+impl Subject for BindSubject {
+    fn provider(&self) -> Arc<dyn Provider> {
+        self.provider.clone()
+    }
+    fn view(&self) -> Vec<(String, String)> {
+        self.bind.addresses()
+    }
+    fn add_foreign(&self) {
+        // In the zone file BIND loaded.
+    }
+    fn add_duplicate(&self, _: &str) -> bool {
+        false
+    }
+    fn lose_next_write(&self) -> bool {
+        self.proxy.lose_next_update();
+        true
+    }
+    fn throttle_next_write(&self) -> bool {
+        // The nearest DNS has: the update never reaches the server.
+        self.proxy.drop_next_update();
+        true
+    }
+}
+
+#[tokio::test]
+async fn rfc2136_conforms_against_bind() {
+    let foreign_www = format!("www IN A {FOREIGN_WWW}");
+    let foreign_mail = format!("mail IN A {FOREIGN_MAIL}");
+    let b = bind::Bind::start("127.0.0.1", 5386, ZONE, &[&foreign_www, &foreign_mail]);
+    let proxy = bind::Proxy::start("127.0.86.53:5386", &b.addr);
+    let provider = rfc2136(&proxy.addr, ZONE, bind::SECRET);
+    let s = BindSubject {
+        bind: b,
+        proxy,
+        provider,
+    };
+    conformance(&s).await;
+    let log = s.bind.log();
+    assert!(!log.contains("BADSIG") && !log.contains("BADKEY"), "{log}");
+}
+
+#[tokio::test]
+async fn rfc2136_refusals_name_the_provider_the_zone_and_the_setting() {
+    let b = bind::Bind::start("127.0.0.1", 5387, ZONE, &[]);
+    let owned = owned();
+    let wrong = rfc2136(&b.addr, ZONE, bind::WRONG_SECRET);
+    let e = wrong.list(&owned).await.unwrap_err();
+    let text = e.to_string();
+    println!("{text}");
+    assert!(matches!(e, ProviderError::Permanent(_)), "{e:?}");
+    assert!(
+        text.contains("rfc2136 zone example.test")
+            && text.contains("NOTAUTH")
+            && text.contains("dns.rfc2136.tsig_key_name"),
+        "{text}"
+    );
+    let e = wrong
+        .apply(&[vantage::dns::Change::Create(Record::new(WWW, "192.0.2.1"))])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ProviderError::Permanent(_)) && e.to_string().contains("NOTAUTH"),
+        "{e}"
+    );
+    assert!(b.addresses().is_empty(), "nothing written with the wrong key");
+    // A zone the server does not serve.
+    let elsewhere = rfc2136(&b.addr, "nowhere.test", bind::SECRET);
+    let mut o = Owned::default();
+    o.names
+        .insert("www.nowhere.test".into(), ["192.0.2.1".to_string()].into());
+    let e = elsewhere.list(&o).await.unwrap_err();
+    let text = e.to_string();
+    println!("{text}");
+    assert!(matches!(e, ProviderError::Permanent(_)), "{e:?}");
+    assert!(
+        text.contains("rfc2136 zone nowhere.test") && text.contains("dns.rfc2136.zone"),
+        "{text}"
+    );
+    // The right key works.
+    let right = rfc2136(&b.addr, ZONE, bind::SECRET);
+    assert!(right.list(&owned).await.unwrap().is_empty());
 }

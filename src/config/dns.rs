@@ -28,6 +28,7 @@ pub enum ProviderConfig {
     ZoneFile(ZonefileConfig),
     Cloudflare(CloudflareSection),
     Route53(Route53Section),
+    Rfc2136(Rfc2136Section),
 }
 
 /// `[dns]` as written: `provider = "…"` names which sub-table applies.
@@ -46,6 +47,8 @@ struct RawDns {
     cloudflare: Option<CloudflareSection>,
     #[serde(default)]
     route53: Option<Route53Section>,
+    #[serde(default)]
+    rfc2136: Option<Rfc2136Section>,
 }
 
 impl TryFrom<RawDns> for DnsConfig {
@@ -63,12 +66,16 @@ impl TryFrom<RawDns> for DnsConfig {
                 r.cloudflare
                     .ok_or("provider \"cloudflare\" needs a [dns.cloudflare] table with at least zone")?,
             ),
+            "rfc2136" => ProviderConfig::Rfc2136(
+                r.rfc2136
+                    .ok_or("provider \"rfc2136\" needs a [dns.rfc2136] table with server, zone and the TSIG key")?,
+            ),
             "route53" => ProviderConfig::Route53(
                 r.route53
                     .ok_or("provider \"route53\" needs a [dns.route53] table with at least zone")?,
             ),
             other => return Err(format!(
-                "provider: expected \"none\", \"zonefile\", \"cloudflare\", \"route53\" or \"memory\", got {other:?}"
+                "provider: expected \"none\", \"zonefile\", \"cloudflare\", \"route53\", \"rfc2136\" or \"memory\", got {other:?}"
             )),
         };
         Ok(DnsConfig {
@@ -211,6 +218,38 @@ pub struct Route53Section {
     pub insync_timeout: Dur,
 }
 
+/// The RFC 2136 provider's settings: the primary and a TSIG key whose secret
+/// is in a file (mode 0600) or a variable, never here.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rfc2136Section {
+    /// The zone's primary, `address:port`.
+    pub server: String,
+    /// The zone; every pool hostname must be inside it.
+    pub zone: String,
+    pub tsig_key_name: String,
+    #[serde(default = "default_tsig_algorithm")]
+    pub tsig_algorithm: String,
+    /// A file holding the base64 secret (as `tsig-keygen` prints it).
+    #[serde(default)]
+    pub tsig_secret_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub tsig_secret_env: Option<String>,
+    /// TTL of the records it adds.
+    #[serde(default = "default_zone_ttl")]
+    pub ttl: u32,
+    /// Deadline of one exchange with the primary.
+    #[serde(default = "default_dns_timeout")]
+    pub timeout: Dur,
+}
+
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".into()
+}
+fn default_dns_timeout() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+
 fn default_route53_endpoint() -> String {
     crate::dns::route53::DEFAULT_ENDPOINT.into()
 }
@@ -328,6 +367,64 @@ impl Config {
                     }
                 }
                 self.hostnames_inside(&zone, "dns.cloudflare.zone")?;
+            }
+            ProviderConfig::Rfc2136(r) => {
+                let zone = r.zone.trim_end_matches('.').to_ascii_lowercase();
+                if !valid_hostname(&zone) {
+                    return Err(self.invalid(
+                        "dns.rfc2136.zone",
+                        format!("expected a DNS name like \"example.com\", got {:?}", r.zone),
+                    ));
+                }
+                if r.server.parse::<std::net::SocketAddr>().is_err() {
+                    return Err(self.invalid(
+                        "dns.rfc2136.server",
+                        format!(
+                            "expected the primary's address like \"192.0.2.53:53\", got {:?}",
+                            r.server
+                        ),
+                    ));
+                }
+                if !valid_hostname(&r.tsig_key_name) {
+                    return Err(self.invalid(
+                        "dns.rfc2136.tsig_key_name",
+                        format!("expected a key name like \"vantage\", got {:?}", r.tsig_key_name),
+                    ));
+                }
+                if crate::dns::rfc2136::algorithm(&r.tsig_algorithm).is_none() {
+                    return Err(self.invalid(
+                        "dns.rfc2136.tsig_algorithm",
+                        format!(
+                            "expected hmac-sha256, hmac-sha384 or hmac-sha512, got {:?}",
+                            r.tsig_algorithm
+                        ),
+                    ));
+                }
+                match (&r.tsig_secret_file, &r.tsig_secret_env) {
+                    (Some(_), Some(_)) => {
+                        return Err(self.invalid(
+                            "dns.rfc2136.tsig_secret_file",
+                            "give tsig_secret_file or tsig_secret_env, not both",
+                        ))
+                    }
+                    (None, None) => {
+                        return Err(self.invalid("dns.rfc2136.tsig_secret_file", "required (or tsig_secret_env)"))
+                    }
+                    _ => {}
+                }
+                if r.ttl == 0 || r.ttl > 604_800 {
+                    return Err(self.invalid(
+                        "dns.rfc2136.ttl",
+                        format!("expected 1 to 604800 seconds, got {}", r.ttl),
+                    ));
+                }
+                if r.timeout.0 < Duration::from_millis(100) || r.timeout.0 > Duration::from_secs(300) {
+                    return Err(self.invalid(
+                        "dns.rfc2136.timeout",
+                        format!("expected a duration from 100ms to 5m, got {}", r.timeout),
+                    ));
+                }
+                self.hostnames_inside(&zone, "dns.rfc2136.zone")?;
             }
             ProviderConfig::Route53(r) => {
                 let zone = r.zone.trim_end_matches('.').to_ascii_lowercase();

@@ -22,7 +22,7 @@ mod probe;
 mod tls;
 
 pub use decision::DecisionConfig;
-pub use dns::{CloudflareSection, DnsConfig, ProviderConfig, Route53Section, ZonefileConfig};
+pub use dns::{CloudflareSection, DnsConfig, ProviderConfig, Rfc2136Section, Route53Section, ZonefileConfig};
 pub use observe::{read_secret, HttpConfig, NotifyConfig, NotifyKind, NotifyOn, PAGERDUTY_URL};
 pub use pools::{EndpointConfig, PoolConfig};
 pub use probe::{Check, CheckConfig, ControlConfig, EndpointSpec, HttpCheck, HttpCheckConfig, ProbeDefaults};
@@ -233,6 +233,11 @@ impl Config {
             }
             ProviderConfig::Route53(r) => {
                 if let Some(f) = r.credentials_file.as_mut().filter(|f| f.is_relative()) {
+                    *f = base.join(&*f);
+                }
+            }
+            ProviderConfig::Rfc2136(r) => {
+                if let Some(f) = r.tsig_secret_file.as_mut().filter(|f| f.is_relative()) {
                     *f = base.join(&*f);
                 }
             }

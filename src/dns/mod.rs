@@ -7,6 +7,7 @@
 
 pub mod cloudflare;
 pub mod memory;
+pub mod rfc2136;
 pub mod route53;
 pub mod zonefile;
 
@@ -110,6 +111,7 @@ pub fn credential_files(config: &crate::config::Config) -> Vec<std::path::PathBu
     match &config.dns.provider {
         crate::config::ProviderConfig::Cloudflare(c) => c.token_file.iter().cloned().collect(),
         crate::config::ProviderConfig::Route53(r) => r.credentials_file.iter().cloned().collect(),
+        crate::config::ProviderConfig::Rfc2136(r) => r.tsig_secret_file.iter().cloned().collect(),
         _ => Vec::new(),
     }
 }
@@ -136,6 +138,36 @@ pub fn from_config(config: &crate::config::Config) -> Result<Option<Arc<dyn Prov
                 ttl: z.ttl,
                 static_records: z.static_records.clone(),
             }))))
+        }
+        ProviderConfig::Rfc2136(r) => {
+            let fail = |m: String| format!("{}: dns.rfc2136: {m}", config.source);
+            let text = match (&r.tsig_secret_file, &r.tsig_secret_env) {
+                (Some(f), _) => crate::config::read_secret(f).map_err(|m| fail(format!("tsig_secret_file: {m}")))?,
+                (None, Some(v)) => {
+                    std::env::var(v).map_err(|_| fail(format!("tsig_secret_env: the variable {v} is not set")))?
+                }
+                (None, None) => return Err(fail("give tsig_secret_file or tsig_secret_env".into())),
+            };
+            let secret = data_encoding::BASE64
+                .decode(text.trim().as_bytes())
+                .map_err(|e| fail(format!("the TSIG secret is not base64 (as tsig-keygen writes it): {e}")))?;
+            let server = r.server.parse().map_err(|_| {
+                fail(format!(
+                    "server: expected an address like \"192.0.2.53:53\", got {:?}",
+                    r.server
+                ))
+            })?;
+            let client = rfc2136::Rfc2136::new(rfc2136::Rfc2136Config {
+                server,
+                zone: r.zone.trim_end_matches('.').to_ascii_lowercase(),
+                key_name: r.tsig_key_name.clone(),
+                algorithm: r.tsig_algorithm.clone(),
+                secret,
+                ttl: r.ttl,
+                timeout: r.timeout.0,
+            })
+            .map_err(fail)?;
+            Ok(Some(Arc::new(client)))
         }
         ProviderConfig::Route53(r) => {
             let mut cfg = route53::Route53Config::new(&r.zone);
