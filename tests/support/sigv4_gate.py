@@ -14,6 +14,7 @@ control: POST /__gate {"throttle": N, "lose": N}; GET /__gate gives counts.
 
 import datetime
 import http.client
+import time
 import http.server
 import json
 import re
@@ -131,8 +132,8 @@ class Gate(http.server.BaseHTTPRequestHandler):
                         fault = f
                         break
         entry["fault"] = fault
-        print(json.dumps(entry), flush=True)
         if fault == "throttle":
+            print(json.dumps(entry), flush=True)
             return self.reply(400, error_xml("Throttling", "Rate exceeded"))
         conn = http.client.HTTPConnection(MOTO_URL.hostname, MOTO_URL.port, timeout=30)
         fwd = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "content-length")}
@@ -142,9 +143,14 @@ class Gate(http.server.BaseHTTPRequestHandler):
         conn.close()
         if fault == "lose":
             # Applied by moto; the client never hears.
+            print(json.dumps(entry), flush=True)
             self.close_connection = True
             return
         self.reply(resp.status, data, resp.getheader("content-type") or "text/xml")
+        # Logged once answered, with the time: the moment the provider acknowledged it.
+        entry["status"] = resp.status
+        entry["t"] = time.time()
+        print(json.dumps(entry), flush=True)
 
     do_GET = handle_any
     do_POST = handle_any
