@@ -13,10 +13,10 @@
 //! Run: `cargo bench --bench dns` (`-- cloudflare`, `-- route53` or
 //! `-- rfc2136` for one). Prints a table; asserts nothing but completion.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
 #[path = "../tests/support/bind.rs"]
 mod bind;
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "../tests/support/moto.rs"]
 mod moto;
 
@@ -68,7 +68,11 @@ impl Target for Cf {
         )
     }
     fn managed(&self) -> usize {
-        self.d.records(ZONE).iter().filter(|r| r.content.starts_with("127.0.96.")).count()
+        self.d
+            .records(ZONE)
+            .iter()
+            .filter(|r| r.content.starts_with("127.0.96."))
+            .count()
     }
     fn mark(&self) -> usize {
         self.d.requests().len()
@@ -125,7 +129,9 @@ fn bind_time(line: &str) -> Option<f64> {
     let (date, clock) = (line.get(..11)?, line.get(12..24)?);
     let mut parts = date.split('-');
     let (day, month, year) = (parts.next()?, parts.next()?, parts.next()?);
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let m = MONTHS.iter().position(|x| *x == month)? + 1;
     let t = humantime::parse_rfc3339(&format!("{year}-{m:02}-{day}T{clock}Z")).ok()?;
     Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs_f64() * 1000.0)
@@ -145,7 +151,11 @@ impl Target for Dns2136 {
         )
     }
     fn managed(&self) -> usize {
-        self.b.addresses().iter().filter(|(_, c)| c.starts_with("127.0.96.")).count()
+        self.b
+            .addresses()
+            .iter()
+            .filter(|(_, c)| c.starts_with("127.0.96."))
+            .count()
     }
     fn mark(&self) -> usize {
         self.b.log().lines().count()
@@ -184,7 +194,11 @@ fn measure(t: &dyn Target, net: u8) {
     let wait = |what: &str, f: &dyn Fn() -> bool| {
         let at = Instant::now();
         while !f() {
-            assert!(at.elapsed() < Duration::from_secs(60), "{}: timed out: {what}", t.name());
+            assert!(
+                at.elapsed() < Duration::from_secs(60),
+                "{}: timed out: {what}",
+                t.name()
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     };
@@ -204,7 +218,15 @@ fn measure(t: &dyn Target, net: u8) {
         wait("the delete", &|| !t.writes_since(mark).is_empty() && t.managed() == 1);
         let acks = t.writes_since(mark);
         let ack = *acks.last().unwrap();
-        let hist = c.cli_json(&["history", "--addr", c.addr(1), "--endpoint", "web/127.0.96.200", "--limit", "1000"]);
+        let hist = c.cli_json(&[
+            "history",
+            "--addr",
+            c.addr(1),
+            "--endpoint",
+            "web/127.0.96.200",
+            "--limit",
+            "1000",
+        ]);
         let decided = hist["events"]
             .as_array()
             .unwrap()
@@ -236,13 +258,19 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     println!("Vantage DNS latency per provider: 3 release agents, interval 250ms, fall 3, 30 failovers each; ms");
-    println!("{:<38} {:<36} {:>8} {:>8} {:>8}", "provider", "measure", "p50", "p95", "p99");
+    println!(
+        "{:<38} {:<36} {:>8} {:>8} {:>8}",
+        "provider", "measure", "p50", "p95", "p99"
+    );
     if want("cloudflare") {
         let wall0 = now_ms();
         let d = rt.block_on(cfdouble::start(
-            cfdouble::DoubleConfig::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/cloudflare/dns-openapi.json"))
-                .token(TOKEN)
-                .zone(ZONE, "9a7806061c88ada191ed06f989cc3dac"),
+            cfdouble::DoubleConfig::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../shared/cloudflare/dns-openapi.json"
+            ))
+            .token(TOKEN)
+            .zone(ZONE, "9a7806061c88ada191ed06f989cc3dac"),
         ));
         let token = dir.path().join("token");
         std::fs::write(&token, TOKEN).unwrap();

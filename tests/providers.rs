@@ -643,3 +643,110 @@ async fn rfc2136_refusals_name_the_provider_the_zone_and_the_setting() {
     let right = rfc2136(&b.addr, ZONE, bind::SECRET);
     assert!(right.list(&owned).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn route53_picks_the_private_zone_when_asked_and_refuses_to_guess_between_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Moto::start("127.0.87.50", ZONE);
+    // A private zone of the same name, in a VPC.
+    let private = moto::python(
+        &format!(
+            "{}z = r53.create_hosted_zone(Name='{ZONE}', CallerReference='private', \
+             VPC={{'VPCRegion': 'us-east-1', 'VPCId': 'vpc-12345678'}}, HostedZoneConfig={{'PrivateZone': True}})\n\
+             print(z['HostedZone']['Id'].split('/')[-1])",
+            moto::BOTO
+        ),
+        &[&m.moto],
+    );
+    let creds = Moto::credentials_file(dir.path(), AWS_SECRET);
+    let owned = owned();
+    let either = route53(&m, creds.clone(), ZONE);
+    let e = either.list(&owned).await.unwrap_err().to_string();
+    assert!(
+        e.contains("2 hosted zones are named example.test") && e.contains("dns.route53.private_zone"),
+        "{e}"
+    );
+    let mk = |private_zone: bool| {
+        use vantage::dns::route53::{Route53, Route53Config};
+        let mut c = Route53Config::new(ZONE);
+        c.endpoint = m.gate.clone();
+        c.sources.file = Some(creds.clone());
+        c.sources.profile = Some("vantage".into());
+        c.sources.imds = false;
+        c.private_zone = Some(private_zone);
+        c.insync_timeout = None;
+        Arc::new(Route53::new(c).unwrap())
+    };
+    let p = mk(true);
+    converge(p.as_ref(), &desired(&["192.0.2.1"])).await;
+    let in_private = moto::python(
+        &format!(
+            "{}print(sum(len(s.get('ResourceRecords', [])) for s in r53.list_resource_record_sets(HostedZoneId=sys.argv[2])['ResourceRecordSets'] if s['Type'] == 'A'))",
+            moto::BOTO
+        ),
+        &[&m.moto, &private],
+    );
+    assert_eq!(in_private, "1", "written to the private zone");
+    assert!(
+        m.view().iter().all(|(_, c)| c != "192.0.2.1"),
+        "the public one untouched"
+    );
+    let public = mk(false);
+    assert!(public.list(&owned).await.unwrap().is_empty());
+}
+
+/// The agent with a wrong TSIG key: one alarm naming the provider, the zone
+/// and the setting; it keeps running and retrying; the fixed secret file is
+/// picked up and the records written.
+#[test]
+fn an_agent_with_a_wrong_tsig_key_keeps_running_retries_and_recovers_when_the_file_is_fixed() {
+    use common::{wait_for, Cluster, Port};
+    const NET: u8 = 88;
+    let b = bind::Bind::start("127.0.0.1", 5388, ZONE, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let secret = bind::Bind::secret_file(dir.path(), bind::WRONG_SECRET);
+    let (server, file) = (b.addr.clone(), secret.display().to_string());
+    let mut c = Cluster::with_extra(NET, 1, "", move |_| {
+        format!(
+            "[probe]\ninterval = \"200ms\"\ntimeout = \"150ms\"\nfall = 2\nrise = 2\nheartbeat = \"1s\"\n\n\
+             [dns]\nprovider = \"rfc2136\"\nreconcile_interval = \"2s\"\n\
+             [dns.rfc2136]\nserver = \"{server}\"\nzone = \"{ZONE}\"\ntsig_key_name = \"{}\"\ntsig_secret_file = \"{file}\"\n\n\
+             [[pools]]\nname = \"web\"\nhostnames = [\"{WWW}\"]\ncheck = {{ kind = \"tcp\", port = 7600 }}\n\
+             [[pools.endpoints]]\naddress = \"127.0.{NET}.200\"\n",
+            bind::KEY_NAME
+        )
+    });
+    let _up = Port::open(format!("127.0.{NET}.200:7600").parse().unwrap());
+    c.start_all();
+    c.bootstrap();
+    c.wait_leader(&[1], Duration::from_secs(30));
+    let alarm = wait_for("the refusal alarm", Duration::from_secs(30), || {
+        let s = c.try_status(1)?;
+        s["alarms"]
+            .as_array()?
+            .iter()
+            .filter_map(|a| a.as_str())
+            .find(|a| a.contains("rfc2136 zone example.test"))
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|| panic!("no alarm\n{}", c.logs()));
+    println!("{alarm}");
+    assert!(
+        alarm.contains("NOTAUTH") && alarm.contains("dns.rfc2136.tsig_key_name"),
+        "{alarm}"
+    );
+    let refusals = |b: &bind::Bind| b.log().matches("request has invalid signature").count();
+    let first = refusals(&b);
+    assert!(first >= 1, "BIND saw the bad signature:\n{}", b.log());
+    wait_for("a retry", Duration::from_secs(30), || {
+        (refusals(&b) > first).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no retry:\n{}", b.log()));
+    assert!(c.is_running(1), "the agent keeps running");
+    bind::Bind::secret_file(dir.path(), bind::SECRET);
+    let want = vec![(WWW.to_string(), format!("127.0.{NET}.200"))];
+    wait_for("the record written with the fixed key", Duration::from_secs(30), || {
+        (b.addresses() == want).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{:?}\n{}", b.addresses(), c.logs()));
+}
