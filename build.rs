@@ -13,6 +13,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The public API's messages double as the CLI's `--json` output.
         .type_attribute(".vantage.v1", "#[derive(serde::Serialize, serde::Deserialize)]")
         .compile_protos(&["proto/vantage.proto", "proto/raft.proto"], &["proto"])?;
+    // The health protocol the `grpc` check asks (not served, so not in the
+    // descriptors reflection shows).
+    tonic_build::configure().compile_protos(&["proto/health.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

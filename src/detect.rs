@@ -36,6 +36,8 @@ pub struct Outcome {
     pub rtt: Duration,
     /// Why it failed.
     pub error: Option<String>,
+    /// A condition that warns without failing (a certificate expiring soon).
+    pub warning: Option<String>,
 }
 
 impl Outcome {
@@ -44,6 +46,7 @@ impl Outcome {
             ok: true,
             rtt,
             error: None,
+            warning: None,
         }
     }
     pub fn failure(rtt: Duration, error: impl Into<String>) -> Self {
@@ -51,6 +54,7 @@ impl Outcome {
             ok: false,
             rtt,
             error: Some(error.into()),
+            warning: None,
         }
     }
 }

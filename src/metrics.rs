@@ -263,7 +263,7 @@ pub const ALARMS: [&str; 6] = [
 
 /// What is true now, read once from the agent and its state.
 struct Now {
-    local: Vec<(String, Health)>,
+    local: Vec<(String, Health, bool)>,
     decisions: Vec<(String, String, Decision, bool)>,
     agents: Vec<(u64, f64, bool)>,
     alarms: BTreeMap<&'static str, bool>,
@@ -271,9 +271,13 @@ struct Now {
 }
 
 async fn read_now(agent: &Agent, local: &LocalView) -> Now {
-    let local: Vec<(String, Health)> = local
+    let local: Vec<(String, Health, bool)> = local
         .read()
-        .map(|v| v.iter().map(|(id, e)| (id.clone(), e.state)).collect())
+        .map(|v| {
+            v.iter()
+                .map(|(id, e)| (id.clone(), e.state, e.warning.is_some()))
+                .collect()
+        })
         .unwrap_or_default();
     let mine = agent.local_catalog();
     let mine_hash = mine.as_ref().map(|c| c.content_digest());
@@ -335,7 +339,15 @@ pub async fn scrape(agent: &Agent, local: &LocalView) -> String {
     agent.instruments().register(&mut r);
 
     let local_state = Family::<EndpointStatus, Gauge>::default();
-    for (id, health) in &now.local {
+    let warning = Family::<EndpointLabel, Gauge>::default();
+    for (id, health, warned) in &now.local {
+        let pool = id.split_once('/').map(|(p, _)| p).unwrap_or("").to_string();
+        warning
+            .get_or_create(&EndpointLabel {
+                endpoint: id.clone(),
+                pool,
+            })
+            .set(i64::from(*warned));
         for (h, name) in HEALTH {
             local_state
                 .get_or_create(&EndpointStatus {
@@ -349,6 +361,11 @@ pub async fn scrape(agent: &Agent, local: &LocalView) -> String {
         "endpoint_local_status",
         "This agent's own view of each endpoint it probes (1 for the current status)",
         local_state,
+    );
+    r.register(
+        "endpoint_warning",
+        "1 while this agent's last probe warned without failing (a certificate expiring within cert_expiry_warn)",
+        warning,
     );
     let decision = Family::<EndpointStatus, Gauge>::default();
     let in_dns = Family::<EndpointLabel, Gauge>::default();

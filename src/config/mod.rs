@@ -25,7 +25,10 @@ pub use decision::DecisionConfig;
 pub use dns::{CloudflareSection, DnsConfig, ProviderConfig, Rfc2136Section, Route53Section, ZonefileConfig};
 pub use observe::{read_secret, HttpConfig, NotifyConfig, NotifyKind, NotifyOn, PAGERDUTY_URL};
 pub use pools::{EndpointConfig, PoolConfig};
-pub use probe::{Check, CheckConfig, ControlConfig, EndpointSpec, HttpCheck, HttpCheckConfig, ProbeDefaults};
+pub use probe::{
+    Check, CheckConfig, ControlConfig, DnsCheck, DnsCheckConfig, EndpointSpec, HttpCheck, HttpCheckConfig,
+    JsonCondition, ProbeDefaults,
+};
 pub use tls::TlsConfig;
 
 /// A configuration problem, always naming the file and, where there is one, the key.

@@ -34,6 +34,9 @@ pub struct PoolConfig {
     pub fall: Option<u32>,
     #[serde(default)]
     pub rise: Option<u32>,
+    /// A probe slower than this fails (overrides `probe.max_rtt`).
+    #[serde(default)]
+    pub max_rtt: Option<Dur>,
     /// Default check of the pool's endpoints.
     #[serde(default)]
     pub check: Option<CheckConfig>,

@@ -27,6 +27,8 @@ pub struct ProbeDefaults {
     pub max_concurrency: usize,
     /// Transitions seen within this window share one log entry.
     pub batch_window: Dur,
+    /// A probe slower than this fails, however it answered (off unless set).
+    pub max_rtt: Option<Dur>,
 }
 
 impl Default for ProbeDefaults {
@@ -39,6 +41,7 @@ impl Default for ProbeDefaults {
             heartbeat: Dur(Duration::from_secs(5)),
             max_concurrency: 1024,
             batch_window: Dur(Duration::from_millis(20)),
+            max_rtt: None,
         }
     }
 }
@@ -55,7 +58,57 @@ pub enum CheckConfig {
     Http(HttpCheckConfig),
     /// An HTTPS request.
     Https(HttpCheckConfig),
+    /// `grpc.health.v1.Health/Check` over plaintext HTTP/2: SERVING passes.
+    Grpc {
+        port: u16,
+        /// The service asked about; empty: the server as a whole.
+        #[serde(default)]
+        service: String,
+    },
+    /// A DNS query to the endpoint (UDP), judged by its answer code and,
+    /// optionally, an address in the answer.
+    Dns(DnsCheckConfig),
 }
+
+/// A DNS check as written.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DnsCheckConfig {
+    #[serde(default = "dns_port")]
+    pub port: u16,
+    /// The name asked for.
+    pub name: String,
+    /// `A` or `AAAA`.
+    #[serde(default = "dns_type", rename = "type")]
+    pub rtype: String,
+    /// The answer code that passes: NOERROR (default), NXDOMAIN, …
+    #[serde(default = "dns_rcode")]
+    pub expect_rcode: String,
+    /// An address the answer must hold.
+    #[serde(default)]
+    pub expect_address: Option<String>,
+}
+
+fn dns_port() -> u16 {
+    53
+}
+fn dns_type() -> String {
+    "A".into()
+}
+fn dns_rcode() -> String {
+    "NOERROR".into()
+}
+
+/// A JSON body condition: the value at `path` (dot-separated keys, numbers
+/// index arrays) equals `equals`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JsonCondition {
+    pub path: String,
+    pub equals: toml::Value,
+}
+
+impl Eq for JsonCondition {}
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -82,6 +135,19 @@ pub struct HttpCheckConfig {
     /// Follow redirects (up to 5) instead of judging the redirect itself.
     #[serde(default)]
     pub follow_redirects: bool,
+    /// Response headers that must be present with these values (names are
+    /// case-insensitive, values compared exactly).
+    #[serde(default)]
+    pub expect_headers: std::collections::BTreeMap<String, String>,
+    /// Conditions on the JSON body, all of which must hold.
+    #[serde(default)]
+    pub json: Vec<JsonCondition>,
+    /// https: a server certificate expiring within this fails the check.
+    #[serde(default)]
+    pub cert_expiry_fail: Option<Dur>,
+    /// https: a server certificate expiring within this is reported (not a failure).
+    #[serde(default)]
+    pub cert_expiry_warn: Option<Dur>,
 }
 
 fn default_method() -> String {
@@ -118,6 +184,24 @@ pub struct HttpCheck {
     pub body_contains: Option<String>,
     pub tls_verify: bool,
     pub follow_redirects: bool,
+    /// Lower-case header name → expected value.
+    pub expect_headers: Vec<(String, String)>,
+    /// (path segments, expected JSON value).
+    pub json: Vec<(Vec<String>, serde_json::Value)>,
+    pub cert_expiry_fail: Option<Duration>,
+    pub cert_expiry_warn: Option<Duration>,
+}
+
+/// A resolved DNS check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsCheck {
+    pub port: u16,
+    pub name: String,
+    /// true: AAAA, false: A.
+    pub aaaa: bool,
+    /// The answer code that passes, upper case (`NOERROR`).
+    pub rcode: String,
+    pub address: Option<IpAddr>,
 }
 
 /// A resolved check.
@@ -126,6 +210,8 @@ pub enum Check {
     Icmp,
     Tcp { port: u16 },
     Http(HttpCheck),
+    Grpc { port: u16, service: String },
+    Dns(DnsCheck),
 }
 
 impl Check {
@@ -141,6 +227,9 @@ impl Check {
                 h.method,
                 h.path
             ),
+            Check::Grpc { port, service } if service.is_empty() => format!("grpc:{port} health"),
+            Check::Grpc { port, service } => format!("grpc:{port} health {service}"),
+            Check::Dns(d) => format!("dns:{} {} {}", d.port, d.name, if d.aaaa { "AAAA" } else { "A" }),
         }
     }
 }
@@ -157,7 +246,27 @@ pub struct EndpointSpec {
     pub timeout: Duration,
     pub fall: u32,
     pub rise: u32,
+    /// A probe slower than this fails, however it answered.
+    pub max_rtt: Option<Duration>,
 }
+
+/// A TOML value as JSON, for comparing with a body.
+fn toml_to_json(v: &toml::Value) -> serde_json::Value {
+    match v {
+        toml::Value::String(s) => serde_json::Value::String(s.clone()),
+        toml::Value::Integer(i) => serde_json::Value::from(*i),
+        toml::Value::Float(f) => serde_json::Value::from(*f),
+        toml::Value::Boolean(b) => serde_json::Value::Bool(*b),
+        toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
+        toml::Value::Array(a) => serde_json::Value::Array(a.iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => {
+            serde_json::Value::Object(t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect())
+        }
+    }
+}
+
+/// The answer codes a DNS check may expect.
+pub const RCODES: [&str; 6] = ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"];
 
 fn parse_status_ranges(list: &[String]) -> Result<Vec<(u16, u16)>, String> {
     if list.is_empty() {
@@ -214,6 +323,46 @@ impl Config {
                 }
                 let expect = parse_status_ranges(&h.expect_status)
                     .map_err(|m| self.invalid(&format!("{key}.expect_status"), m))?;
+                let mut expect_headers = Vec::new();
+                for (name, value) in &h.expect_headers {
+                    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                        return Err(self.invalid(
+                            &format!("{key}.expect_headers"),
+                            format!("expected header names like \"content-type\", got {name:?}"),
+                        ));
+                    }
+                    expect_headers.push((name.to_ascii_lowercase(), value.clone()));
+                }
+                let mut json = Vec::new();
+                for (i, j) in h.json.iter().enumerate() {
+                    let segments: Vec<String> = j.path.split('.').map(str::to_string).collect();
+                    if j.path.is_empty() || segments.iter().any(String::is_empty) {
+                        return Err(self.invalid(
+                            &format!("{key}.json[{i}].path"),
+                            format!(
+                                "expected dot-separated keys like \"status.db\" or \"items.0.state\", got {:?}",
+                                j.path
+                            ),
+                        ));
+                    }
+                    json.push((segments, toml_to_json(&j.equals)));
+                }
+                for (k, v) in [
+                    ("cert_expiry_fail", h.cert_expiry_fail),
+                    ("cert_expiry_warn", h.cert_expiry_warn),
+                ] {
+                    if let Some(d) = v {
+                        if !tls {
+                            return Err(self.invalid(&format!("{key}.{k}"), "only for kind = \"https\""));
+                        }
+                        if d.0.is_zero() || d.0 > Duration::from_secs(3650 * 86_400) {
+                            return Err(self.invalid(
+                                &format!("{key}.{k}"),
+                                format!("expected a duration from 1s to 3650 days, got {d}"),
+                            ));
+                        }
+                    }
+                }
                 Check::Http(HttpCheck {
                     tls,
                     port,
@@ -224,6 +373,67 @@ impl Config {
                     body_contains: h.body_contains.clone(),
                     tls_verify: h.tls_verify,
                     follow_redirects: h.follow_redirects,
+                    expect_headers,
+                    json,
+                    cert_expiry_fail: h.cert_expiry_fail.map(|d| d.0),
+                    cert_expiry_warn: h.cert_expiry_warn.map(|d| d.0),
+                })
+            }
+            CheckConfig::Grpc { port, service } => {
+                if *port == 0 {
+                    return Err(self.invalid(&format!("{key}.port"), "expected a port from 1 to 65535, got 0"));
+                }
+                Check::Grpc {
+                    port: *port,
+                    service: service.clone(),
+                }
+            }
+            CheckConfig::Dns(d) => {
+                if d.port == 0 {
+                    return Err(self.invalid(&format!("{key}.port"), "expected a port from 1 to 65535, got 0"));
+                }
+                if !valid_hostname(&d.name) {
+                    return Err(self.invalid(&format!("{key}.name"), format!("expected a DNS name, got {:?}", d.name)));
+                }
+                let aaaa = match d.rtype.to_ascii_uppercase().as_str() {
+                    "A" => false,
+                    "AAAA" => true,
+                    _ => {
+                        return Err(self.invalid(
+                            &format!("{key}.type"),
+                            format!("expected \"A\" or \"AAAA\", got {:?}", d.rtype),
+                        ))
+                    }
+                };
+                let rcode = d.expect_rcode.to_ascii_uppercase();
+                if !RCODES.contains(&rcode.as_str()) {
+                    return Err(self.invalid(
+                        &format!("{key}.expect_rcode"),
+                        format!("expected one of {}, got {:?}", RCODES.join(", "), d.expect_rcode),
+                    ));
+                }
+                let address = match &d.expect_address {
+                    Some(a) => {
+                        let ip = self.parse_ip(&format!("{key}.expect_address"), a)?;
+                        if ip.is_ipv6() != aaaa {
+                            return Err(self.invalid(
+                                &format!("{key}.expect_address"),
+                                format!(
+                                    "{ip} cannot be in the answer to a {} query",
+                                    if aaaa { "AAAA" } else { "A" }
+                                ),
+                            ));
+                        }
+                        Some(ip)
+                    }
+                    None => None,
+                };
+                Check::Dns(DnsCheck {
+                    port: d.port,
+                    name: d.name.trim_end_matches('.').to_string(),
+                    aaaa,
+                    rcode,
+                    address,
                 })
             }
         })
@@ -264,6 +474,7 @@ impl Config {
             let timeout = pool.timeout.unwrap_or(d.timeout);
             let fall = pool.fall.unwrap_or(d.fall);
             let rise = pool.rise.unwrap_or(d.rise);
+            let max_rtt = pool.max_rtt.or(d.max_rtt);
             let key = |k: &str| {
                 if pool.interval.is_some() || pool.timeout.is_some() {
                     format!("{pk}.{k}")
@@ -299,6 +510,19 @@ impl Config {
                     return Err(self.invalid(&key, "expected at least 1 consecutive probe, got 0"));
                 }
             }
+            if let Some(m) = max_rtt {
+                if m.0.is_zero() || m >= timeout {
+                    let k = if pool.max_rtt.is_some() {
+                        format!("{pk}.max_rtt")
+                    } else {
+                        "probe.max_rtt".into()
+                    };
+                    return Err(self.invalid(
+                        &k,
+                        format!("expected a duration greater than zero and below the timeout ({timeout}), got {m}"),
+                    ));
+                }
+            }
             if pool.endpoints.is_empty() {
                 return Err(self.invalid(&format!("{pk}.endpoints"), "expected at least one endpoint"));
             }
@@ -328,6 +552,7 @@ impl Config {
                     timeout: timeout.0,
                     fall,
                     rise,
+                    max_rtt: max_rtt.map(|m| m.0),
                 });
             }
         }
@@ -352,6 +577,7 @@ impl Config {
                 timeout: d.timeout.0,
                 fall: d.fall,
                 rise: d.rise,
+                max_rtt: None,
             });
         }
         Ok(out)

@@ -160,3 +160,77 @@ fn http_and_notify_settings_are_checked_naming_the_key() {
         "{e}"
     );
 }
+
+#[test]
+fn new_check_kinds_and_conditions_are_checked_naming_the_key() {
+    let pool = |check: &str, extra: &str| {
+        format!(
+            "{}\n[[pools]]\nname = \"p\"\n{extra}check = {check}\n[[pools.endpoints]]\naddress = \"10.0.0.1\"\n",
+            base("")
+        )
+    };
+    let ok = check(&pool(
+        "{ kind = \"https\", json = [{ path = \"db.up\", equals = true }], expect_headers = { \"Content-Type\" = \"application/json\" }, cert_expiry_fail = \"2days\" }",
+        "max_rtt = \"300ms\"\n",
+    ))
+    .unwrap();
+    let e = &ok.endpoints().unwrap()[0];
+    assert_eq!(e.max_rtt, Some(Duration::from_millis(300)));
+    match &e.check {
+        Check::Http(h) => {
+            assert_eq!(
+                h.expect_headers,
+                vec![("content-type".to_string(), "application/json".to_string())]
+            );
+            assert_eq!(h.json[0].0, vec!["db".to_string(), "up".to_string()]);
+            assert_eq!(h.json[0].1, serde_json::json!(true));
+        }
+        other => panic!("{other:?}"),
+    }
+    for (c, extra, want) in [
+        (
+            "{ kind = \"tcp\", port = 80 }",
+            "max_rtt = \"900ms\"\n",
+            "pools[0].max_rtt: expected a duration greater than zero and below the timeout",
+        ),
+        (
+            "{ kind = \"http\", cert_expiry_fail = \"2days\" }",
+            "",
+            "pools[0].check.cert_expiry_fail: only for kind = \"https\"",
+        ),
+        (
+            "{ kind = \"https\", json = [{ path = \"a..b\", equals = 1 }] }",
+            "",
+            "pools[0].check.json[0].path",
+        ),
+        ("{ kind = \"grpc\", port = 0 }", "", "pools[0].check.port"),
+        ("{ kind = \"dns\", name = \"bad name\" }", "", "pools[0].check.name"),
+        (
+            "{ kind = \"dns\", name = \"www.example.com\", type = \"MX\" }",
+            "",
+            "pools[0].check.type",
+        ),
+        (
+            "{ kind = \"dns\", name = \"www.example.com\", expect_rcode = \"MAYBE\" }",
+            "",
+            "pools[0].check.expect_rcode",
+        ),
+        (
+            "{ kind = \"dns\", name = \"www.example.com\", expect_address = \"2001:db8::1\" }",
+            "",
+            "pools[0].check.expect_address: 2001:db8::1 cannot be in the answer to a A query",
+        ),
+    ] {
+        let e = check(&pool(c, extra)).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains(want), "{c}: {e}");
+    }
+    let dns = check(&pool(
+        "{ kind = \"dns\", name = \"www.example.com\", type = \"aaaa\", expect_rcode = \"nxdomain\" }",
+        "",
+    ))
+    .unwrap();
+    assert_eq!(
+        dns.endpoints().unwrap()[0].check.describe(),
+        "dns:53 www.example.com AAAA"
+    );
+}

@@ -101,6 +101,7 @@ fn list(
                     last_rtt_us: m.evidence.last_rtt_us,
                     last_error: m.evidence.last_error.clone().unwrap_or_default(),
                     last_probe_ms_ago: m.last_probe.map(|t| now.duration_since(t).as_millis() as u64),
+                    warning: m.warning.clone().unwrap_or_default(),
                 }),
                 observations: app
                     .observations

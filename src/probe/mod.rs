@@ -1,6 +1,8 @@
 //! Probes: one check of one endpoint (ICMP echo, TCP connect, HTTP request),
 //! and the scheduler that runs them for every endpoint once per interval.
 
+mod dns;
+mod grpc;
 mod http;
 pub mod icmp;
 pub mod scheduler;
@@ -37,10 +39,15 @@ impl Probers {
             Check::Icmp => ProbeKind::Icmp(self.pinger.clone()),
             Check::Tcp { port } => ProbeKind::Tcp(SocketAddr::new(spec.addr, *port)),
             Check::Http(h) => ProbeKind::Http(self.http.request_for(spec.addr, h)?),
+            Check::Grpc { port, service } => {
+                ProbeKind::Grpc(grpc::GrpcProbe::new(SocketAddr::new(spec.addr, *port), service)?)
+            }
+            Check::Dns(d) => ProbeKind::Dns(dns::DnsProbe::new(SocketAddr::new(spec.addr, d.port), d)?),
         };
         Ok(Probe {
             addr: spec.addr,
             timeout: spec.timeout,
+            max_rtt: spec.max_rtt,
             kind,
         })
     }
@@ -50,13 +57,20 @@ enum ProbeKind {
     Icmp(Arc<icmp::Pinger>),
     Tcp(SocketAddr),
     Http(http::HttpProbe),
+    Grpc(grpc::GrpcProbe),
+    Dns(dns::DnsProbe),
 }
 
 /// A ready-to-run check of one endpoint.
 pub struct Probe {
     addr: std::net::IpAddr,
     timeout: Duration,
+    max_rtt: Option<Duration>,
     kind: ProbeKind,
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
 impl Probe {
@@ -66,7 +80,18 @@ impl Probe {
         let result = tokio::time::timeout(self.timeout, self.attempt()).await;
         let rtt = started.elapsed();
         match result {
-            Ok(Ok(())) => Outcome::success(rtt),
+            Ok(Ok(_)) if self.max_rtt.is_some_and(|m| rtt > m) => Outcome::failure(
+                rtt,
+                format!(
+                    "answered in {}, slower than max_rtt {}",
+                    ms(rtt),
+                    ms(self.max_rtt.unwrap_or_default())
+                ),
+            ),
+            Ok(Ok(warning)) => Outcome {
+                warning,
+                ..Outcome::success(rtt)
+            },
             Ok(Err(e)) => Outcome::failure(rtt, e),
             Err(_) => Outcome::failure(
                 rtt,
@@ -75,12 +100,13 @@ impl Probe {
         }
     }
 
-    async fn attempt(&self) -> Result<(), String> {
+    /// One attempt: Ok with a warning, if any, or why it failed.
+    async fn attempt(&self) -> Result<Option<String>, String> {
         match &self.kind {
             ProbeKind::Icmp(p) => p
                 .ping(self.addr, self.timeout)
                 .await
-                .map(|_| ())
+                .map(|_| None)
                 .map_err(|e| e.to_string()),
             ProbeKind::Tcp(sa) => {
                 let stream = tokio::net::TcpStream::connect(sa)
@@ -89,9 +115,11 @@ impl Probe {
                 // Close with a reset, as HAProxy's checks do: no FIN exchange
                 // and no TIME_WAIT socket left behind for every probe.
                 let _ = stream.set_zero_linger();
-                Ok(())
+                Ok(None)
             }
             ProbeKind::Http(h) => h.run().await,
+            ProbeKind::Grpc(g) => g.run().await.map(|_| None),
+            ProbeKind::Dns(d) => d.run().await.map(|_| None),
         }
     }
 }

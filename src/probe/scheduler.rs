@@ -24,6 +24,8 @@ pub struct EndpointView {
     pub evidence: Evidence,
     /// When the last probe finished.
     pub last_probe: Option<Instant>,
+    /// What the last probe warned about without failing (a certificate expiring soon).
+    pub warning: Option<String>,
 }
 
 /// The views of every endpoint this scheduler probes, by endpoint id.
@@ -142,6 +144,7 @@ impl Scheduler {
                     state: Health::Unknown,
                     evidence: Evidence::default(),
                     last_probe: None,
+                    warning: None,
                 },
             );
             let task = self.spawn(&spec, probe);
@@ -186,6 +189,8 @@ impl Scheduler {
             Check::Icmp => "icmp",
             Check::Tcp { .. } => "tcp",
             Check::Http(_) => "http",
+            Check::Grpc { .. } => "grpc",
+            Check::Dns(_) => "dns",
         };
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval_at(start, interval);
@@ -205,6 +210,12 @@ impl Scheduler {
                         e.state = detector.state();
                         e.evidence = detector.evidence().clone();
                         e.last_probe = Some(Instant::now());
+                        if e.warning != outcome.warning {
+                            if let Some(w) = &outcome.warning {
+                                tracing::warn!(endpoint = %id, "{w}");
+                            }
+                            e.warning = outcome.warning.clone();
+                        }
                     }
                 }
                 if let Some(transition) = transition {

@@ -13,7 +13,7 @@
 //! when they change, so a rotated key or CA bundle takes effect without a
 //! restart (new connections use the new files; see [`Tls::watch`]).
 
-mod expiry;
+pub(crate) mod expiry;
 pub mod issue;
 mod verify;
 
