@@ -1,10 +1,15 @@
 //! Failover latency on three hosts (network namespaces, tests/lab): an
-//! endpoint dies; over 30 runs, time from its death to (a) the first agent's
-//! local down, (b) the quorum decision committed, (c) the provider (the strict
-//! Cloudflare double) acknowledging the delete.
+//! endpoint fails; over 30 runs, time from the failure to (a) the first
+//! agent's local down, (b) the quorum decision committed, (c) the provider
+//! (the strict Cloudflare double) acknowledging the delete. Two ways to fail,
+//! side by side:
+//! - refused: the endpoint's server is killed, so connections are refused at once;
+//! - blackholed: iptables DROP inside the endpoint's namespace, so packets
+//!   vanish and each probe waits for its timeout, as with a lost zone or a
+//!   dead elastic IP.
 //!
-//! Run: `cargo bench --bench failover` (root, iproute2, python3). Prints a
-//! table; asserts nothing.
+//! Run: `cargo bench --bench failover` (root, iproute2, iptables, python3).
+//! Prints a table; asserts nothing.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -17,6 +22,14 @@ use lab::{world_with, World};
 
 const INTERVAL_MS: u64 = 250;
 const FALL: u64 = 3;
+const TIMEOUT_MS: u64 = 200;
+
+/// Drops (or stops dropping) every packet to the endpoint's HTTP port, inside its namespace.
+fn blackhole(w: &World, on: bool) {
+    let op = if on { "-I" } else { "-D" };
+    w.lab
+        .iptables("e1", &[op, "INPUT", "-p", "tcp", "--dport", "8080", "-j", "DROP"]);
+}
 
 fn now_ms() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0
@@ -46,10 +59,10 @@ fn first_local_down(w: &World, endpoint: &str, after: f64) -> Option<f64> {
         .reduce(f64::min)
 }
 
-/// 30 failovers on a fresh three-host world; the four stages in ms after each death.
-fn measure(n: u8, tls: bool) -> [Vec<f64>; 4] {
+/// 30 failovers on a fresh three-host world; the four stages in ms after each failure.
+fn measure(n: u8, tls: bool, blackholed: bool) -> [Vec<f64>; 4] {
     let probe = format!(
-        "[probe]\ninterval = \"{INTERVAL_MS}ms\"\ntimeout = \"200ms\"\nfall = {FALL}\nrise = 2\nheartbeat = \"1s\"\n"
+        "[probe]\ninterval = \"{INTERVAL_MS}ms\"\ntimeout = \"{TIMEOUT_MS}ms\"\nfall = {FALL}\nrise = 2\nheartbeat = \"1s\"\n"
     );
     let decide = "[decision]\nobservation_ttl = \"4s\"\nhold_down = \"0s\"\npanic_threshold = 1.0\n";
     let mut w = world_with(n, &probe, decide, tls);
@@ -65,7 +78,11 @@ fn measure(n: u8, tls: bool) -> [Vec<f64>; 4] {
         std::thread::sleep(Duration::from_millis(600 + seed % INTERVAL_MS));
         let cut = w.d.requests().len();
         let died = now_ms();
-        w.lab.kill_server("e1");
+        if blackholed {
+            blackhole(&w, true);
+        } else {
+            w.lab.kill_server("e1");
+        }
         let t = Instant::now();
         while w.records().len() != 2 || w.writes(cut).is_empty() {
             assert!(t.elapsed() < Duration::from_secs(30), "no delete");
@@ -93,7 +110,11 @@ fn measure(n: u8, tls: bool) -> [Vec<f64>; 4] {
         b.push(decided - died);
         c.push(ack - died);
         cb.push(ack - decided);
-        w.lab.serve("e1", 101);
+        if blackholed {
+            blackhole(&w, false);
+        } else {
+            w.lab.serve("e1", 101);
+        }
         w.wait_records("re-added", &[101, 102]);
     }
     assert!(w.d.violations().is_empty());
@@ -101,13 +122,15 @@ fn measure(n: u8, tls: bool) -> [Vec<f64>; 4] {
 }
 
 fn main() {
-    let tls = measure(69, true);
-    let plain = measure(70, false);
-    println!("Vantage failover latency: 3 agents and 2 endpoints in separate network namespaces, Cloudflare double");
-    println!("interval {INTERVAL_MS} ms, fall {FALL}, 30 runs, deaths at random points of the interval; ms after the endpoint died");
+    let refused = measure(69, true, false);
+    let dropped = measure(70, true, true);
+    println!("Vantage failover latency: 3 agents and 2 endpoints in separate network namespaces, mutual TLS, Cloudflare double");
+    println!(
+        "interval {INTERVAL_MS} ms, timeout {TIMEOUT_MS} ms, fall {FALL}, 30 runs each, failures at random points of the interval; ms after the failure"
+    );
     println!(
         "{:<46} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}",
-        "stage (mutual TLS | plaintext)", "p50", "p95", "p99", "p50", "p95", "p99"
+        "stage (refused | blackholed)", "p50", "p95", "p99", "p50", "p95", "p99"
     );
     let names = [
         "(a) first agent's local down",
@@ -116,20 +139,21 @@ fn main() {
         "(c) - (b) decision to provider ack",
     ];
     for (i, name) in names.iter().enumerate() {
-        let (t, p) = (&tls[i], &plain[i]);
+        let (r, d) = (&refused[i], &dropped[i]);
         println!(
             "{name:<46} {:>8.1} {:>8.1} {:>8.1}   {:>8.1} {:>8.1} {:>8.1}",
-            pct(t, 0.5),
-            pct(t, 0.95),
-            pct(t, 0.99),
-            pct(p, 0.5),
-            pct(p, 0.95),
-            pct(p, 0.99)
+            pct(r, 0.5),
+            pct(r, 0.95),
+            pct(r, 0.99),
+            pct(d, 0.5),
+            pct(d, 0.95),
+            pct(d, 0.99)
         );
     }
-    println!("floor interval x fall: {} ms", INTERVAL_MS * FALL);
     println!(
-        "Goavail's design, interval x (fall + 1) plus a peer round trip: {} ms + RTT",
-        INTERVAL_MS * (FALL + 1)
+        "floors for (a): refused interval x (fall - 1) = {} ms (plus the wait for the next probe, up to {INTERVAL_MS} ms); \
+         blackholed interval x (fall - 1) + timeout = {} ms (plus the same wait)",
+        INTERVAL_MS * (FALL - 1),
+        INTERVAL_MS * (FALL - 1) + TIMEOUT_MS
     );
 }

@@ -32,6 +32,7 @@ fn catalog() -> Catalog {
                     }
                 })
                 .collect(),
+            by_regions: false,
         })
         .collect();
     Catalog {
@@ -44,6 +45,7 @@ fn catalog() -> Catalog {
         hold_down_ms: 30_000,
         history_limit: 1000,
         pools,
+        regions: Vec::new(),
     }
 }
 

@@ -71,6 +71,9 @@ pub struct CatalogPool {
     pub hostnames: Vec<String>,
     pub min_healthy: u32,
     pub endpoints: Vec<CatalogEndpoint>,
+    /// Decided by regions rather than by a count of agents.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_regions: bool,
 }
 
 /// What the decision is about and how it is made: proposed by the leader from
@@ -90,6 +93,11 @@ pub struct Catalog {
     pub hold_down_ms: u64,
     pub history_limit: u32,
     pub pools: Vec<CatalogPool>,
+    /// Each member's region (for pools decided by regions), by node id. A
+    /// list, not a map: log entries are buffered through serde's untyped
+    /// content, where a map key is a string and a node id would not read back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<(NodeId, String)>,
 }
 
 impl Catalog {

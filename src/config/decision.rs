@@ -96,6 +96,40 @@ impl Config {
                     ),
                 ));
             }
+            match pool.quorum.as_deref() {
+                None | Some("count") => {}
+                Some("regions") => {
+                    let unplaced: Vec<String> = self
+                        .members
+                        .iter()
+                        .filter(|m| m.region.as_deref().is_none_or(str::is_empty))
+                        .map(|m| m.id.to_string())
+                        .collect();
+                    if !unplaced.is_empty() {
+                        return Err(self.invalid(
+                            &format!("pools[{p}].quorum"),
+                            format!(
+                                "\"regions\" needs a region on every [[members]] entry; members {} have none",
+                                unplaced.join(", ")
+                            ),
+                        ));
+                    }
+                    let regions: std::collections::BTreeSet<&str> =
+                        self.members.iter().filter_map(|m| m.region.as_deref()).collect();
+                    if regions.len() < 2 {
+                        return Err(self.invalid(
+                            &format!("pools[{p}].quorum"),
+                            format!("\"regions\" needs members in at least two regions, got {regions:?}"),
+                        ));
+                    }
+                }
+                Some(other) => {
+                    return Err(self.invalid(
+                        &format!("pools[{p}].quorum"),
+                        format!("expected \"regions\" or \"count\", got {other:?}"),
+                    ))
+                }
+            }
             for (h, host) in pool.hostnames.iter().enumerate() {
                 if let Some(other) = seen.insert(host.as_str(), pool.name.as_str()) {
                     return Err(self.invalid(
@@ -131,6 +165,7 @@ impl Config {
                         address: e.addr.to_string(),
                     })
                     .collect(),
+                by_regions: p.quorum.as_deref() == Some("regions"),
             })
             .collect();
         Ok(Catalog {
@@ -147,6 +182,11 @@ impl Config {
             hold_down_ms: d.hold_down.ms(),
             history_limit: d.history_limit,
             pools,
+            regions: self
+                .members
+                .iter()
+                .filter_map(|m| m.region.clone().map(|r| (m.id, r)))
+                .collect(),
         })
     }
 }

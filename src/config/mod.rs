@@ -77,6 +77,9 @@ pub struct MemberConfig {
     pub id: NodeId,
     /// `host:port` where the member's gRPC server is reached by its peers.
     pub addr: String,
+    /// Where the member probes from, for pools with `quorum = "regions"`.
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 /// Raft timing, snapshot and transport knobs.

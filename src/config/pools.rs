@@ -43,5 +43,9 @@ pub struct PoolConfig {
     /// Endpoints kept in DNS even when more are decided down (the healthiest).
     #[serde(default)]
     pub min_healthy: u32,
+    /// `"regions"`: decide by regions (a majority of regions, each by a
+    /// majority of its counted agents) instead of by a count of agents.
+    #[serde(default)]
+    pub quorum: Option<String>,
     pub endpoints: Vec<EndpointConfig>,
 }

@@ -64,6 +64,88 @@ pub fn rule(current: Decision, t: &Tally, quorum: usize) -> Decision {
     }
 }
 
+/// One region's counted observations of one endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionCount {
+    pub region: String,
+    pub up: usize,
+    pub down: usize,
+}
+
+impl RegionCount {
+    /// A majority of the region's counted agents says down (up); a region
+    /// with nothing counted says neither.
+    fn says(&self, down: bool) -> bool {
+        let counted = self.up + self.down;
+        let side = if down { self.down } else { self.up };
+        counted > 0 && side > counted / 2
+    }
+}
+
+/// The rule by regions (as Cloudflare's monitors decide): down when a
+/// majority of the voters' regions each have a majority of their counted
+/// agents saying down; up likewise; otherwise unchanged. A voter with no
+/// region stands as a region of its own. Returns the per-region counts, in
+/// region order, for the history.
+pub fn rule_by_regions(
+    current: Decision,
+    t: &Tally,
+    voters: &BTreeSet<NodeId>,
+    regions: &BTreeMap<NodeId, String>,
+) -> (Decision, Vec<RegionCount>) {
+    let region_of = |a: &NodeId| regions.get(a).cloned().unwrap_or_else(|| format!("node {a}"));
+    let mut counts: BTreeMap<String, RegionCount> = voters
+        .iter()
+        .map(|v| {
+            let r = region_of(v);
+            (
+                r.clone(),
+                RegionCount {
+                    region: r,
+                    up: 0,
+                    down: 0,
+                },
+            )
+        })
+        .collect();
+    for a in &t.up {
+        if let Some(c) = counts.get_mut(&region_of(a)) {
+            c.up += 1;
+        }
+    }
+    for a in &t.down {
+        if let Some(c) = counts.get_mut(&region_of(a)) {
+            c.down += 1;
+        }
+    }
+    let need = majority(counts.len());
+    let down = counts.values().filter(|c| c.says(true)).count() >= need;
+    let up = counts.values().filter(|c| c.says(false)).count() >= need;
+    let next = match (down, up) {
+        (true, false) => Decision::Down,
+        (false, true) => Decision::Up,
+        _ => current,
+    };
+    (next, counts.into_values().collect())
+}
+
+/// The per-region counts in words: `eu 2/2 down, us 1/2 down`.
+pub fn describe_regions(counts: &[RegionCount], down: bool) -> String {
+    counts
+        .iter()
+        .map(|c| {
+            let side = if down { c.down } else { c.up };
+            format!(
+                "{} {side}/{} {}",
+                c.region,
+                c.up + c.down,
+                if down { "down" } else { "up" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The default quorum: a majority of the voters.
 pub fn majority(voters: usize) -> usize {
     voters / 2 + 1
@@ -77,6 +159,45 @@ pub fn quorum(configured: Option<u32>, voters: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regions_decide_by_a_majority_of_regions_each_by_a_majority_of_its_counted_agents() {
+        let v = voters(&[1, 2, 3, 4, 5]);
+        let regions: BTreeMap<NodeId, String> = [(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c")]
+            .map(|(n, r)| (n, r.to_string()))
+            .into();
+        let t = |up: &[NodeId], down: &[NodeId]| Tally {
+            up: up.to_vec(),
+            down: down.to_vec(),
+            uncounted: vec![],
+        };
+        // Region a's two agents alone: one region of three.
+        let (d, counts) = rule_by_regions(Decision::Up, &t(&[3, 4, 5], &[1, 2]), &v, &regions);
+        assert_eq!(d, Decision::Up);
+        assert_eq!(describe_regions(&counts, true), "a 2/2 down, b 0/2 down, c 0/1 down");
+        // Two regions: down, though only three of five agents say so.
+        assert_eq!(
+            rule_by_regions(Decision::Up, &t(&[4], &[1, 2, 3, 5]), &v, &regions).0,
+            Decision::Down
+        );
+        // Agents 1 and 5 alone: regions a and c say down (b counts nothing): two of three.
+        assert_eq!(
+            rule_by_regions(Decision::Up, &t(&[], &[1, 5]), &v, &regions).0,
+            Decision::Down
+        );
+        // A split region (1 of 2) says neither.
+        assert_eq!(
+            rule_by_regions(Decision::Up, &t(&[2, 4], &[1, 3, 5]), &v, &regions).0,
+            Decision::Up
+        );
+        // Up likewise, and a voter without a region stands alone.
+        let mut partial = regions.clone();
+        partial.remove(&5);
+        let (d, counts) = rule_by_regions(Decision::Down, &t(&[1, 3, 5], &[]), &v, &partial);
+        assert_eq!(d, Decision::Up);
+        assert_eq!(counts.len(), 3);
+        assert!(counts.iter().any(|c| c.region == "node 5"));
+    }
 
     fn voters(v: &[NodeId]) -> BTreeSet<NodeId> {
         v.iter().copied().collect()

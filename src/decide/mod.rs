@@ -18,5 +18,5 @@ pub mod count;
 pub mod guards;
 
 pub use admit::{admit, Refusal, ReportClaim};
-pub use count::{counts, majority, quorum, rule, tally, Report, Tally};
+pub use count::{counts, describe_regions, majority, quorum, rule, rule_by_regions, tally, RegionCount, Report, Tally};
 pub use guards::{hold_down_until, panic_step, place, Candidate, Guards, PanicInput, PanicStep, Placement};

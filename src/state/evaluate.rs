@@ -32,6 +32,17 @@ impl AppState {
         let Some(c) = &self.catalog else { return };
         let quorum = decide::quorum(c.quorum, voters.len());
         let (ttl, window, ppm) = (c.observation_ttl_ms, c.panic_window_ms, c.panic_threshold_ppm);
+        let regional: BTreeSet<String> = c
+            .pools
+            .iter()
+            .filter(|p| p.by_regions)
+            .map(|p| p.name.clone())
+            .collect();
+        let regions = if regional.is_empty() {
+            BTreeMap::new()
+        } else {
+            c.regions.iter().cloned().collect()
+        };
         let now = self.log_time_ms;
         let mut pools: BTreeSet<String> = BTreeSet::new();
         let mut new_down = false;
@@ -44,7 +55,12 @@ impl AppState {
                 continue;
             }
             st.up_votes = t.up.len() as u32;
-            let next = decide::rule(st.decision, &t, quorum);
+            let (next, regions) = if regional.contains(&st.pool) {
+                let (next, counts) = decide::rule_by_regions(st.decision, &t, voters, &regions);
+                (next, Some(counts))
+            } else {
+                (decide::rule(st.decision, &t, quorum), None)
+            };
             if next == st.decision {
                 continue;
             }
@@ -54,11 +70,21 @@ impl AppState {
             } else {
                 t.up.len()
             };
-            let rule = format!(
-                "quorum: {counted} counted observations say {} (quorum {quorum} of {} voters)",
-                next.as_str(),
-                voters.len()
-            );
+            let rule = match &regions {
+                Some(counts) => {
+                    let n = counts.len();
+                    format!(
+                        "quorum by regions: a majority of {n} regions say {} ({})",
+                        next.as_str(),
+                        decide::describe_regions(counts, next == Decision::Down)
+                    )
+                }
+                None => format!(
+                    "quorum: {counted} counted observations say {} (quorum {quorum} of {} voters)",
+                    next.as_str(),
+                    voters.len()
+                ),
+            };
             st.decision = next;
             st.decided_ms = now;
             st.decided_index = index;
@@ -132,7 +158,7 @@ impl AppState {
         }
     }
 
-    fn tally(&self, id: &str, voters: &BTreeSet<NodeId>, ttl: u64) -> Tally {
+    pub(super) fn tally(&self, id: &str, voters: &BTreeSet<NodeId>, ttl: u64) -> Tally {
         let reports: BTreeMap<NodeId, Report> = self
             .observations
             .get(id)

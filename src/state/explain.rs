@@ -123,7 +123,25 @@ impl AppState {
             format!("out of DNS: {placement}")
         };
         let mut next = Vec::new();
+        let by_regions = c.pools.iter().any(|p| p.name == st.pool && p.by_regions);
+        let region_counts = by_regions.then(|| {
+            let t = self.tally(id, voters, c.observation_ttl_ms);
+            let regions = c.regions.iter().cloned().collect();
+            decide::rule_by_regions(st.decision, &t, voters, &regions).1
+        });
         match (&st.drained, st.decision) {
+            (None, d) if region_counts.is_some() => {
+                let counts = region_counts.as_deref().unwrap_or_default();
+                let down = d != Decision::Down;
+                next.push(format!(
+                    "decided by regions: {} once a majority of the {} regions each have a majority of their \
+                     counted agents saying {} (now: {})",
+                    if down { "removed" } else { "back" },
+                    counts.len(),
+                    if down { "down" } else { "up" },
+                    decide::describe_regions(counts, down)
+                ));
+            }
             (Some(d), _) => next.push(match d.until_ms {
                 Some(u) => format!(
                     "the maintenance window ends at {}, or `vantage endpoint undrain {id}`",

@@ -26,7 +26,9 @@ fn catalog(addrs: &[&str]) -> Catalog {
                     address: a.to_string(),
                 })
                 .collect(),
+            by_regions: false,
         }],
+        regions: Default::default(),
     }
 }
 

@@ -124,6 +124,7 @@ mod tests {
                         address: a.to_string(),
                     })
                     .collect(),
+                by_regions: false,
             };
             Catalog {
                 version: 0,
@@ -135,6 +136,7 @@ mod tests {
                 hold_down_ms: 2000,
                 history_limit: 50,
                 pools: vec![pool("web", &ENDPOINTS[..3], 1), pool("v6", &ENDPOINTS[3..5], 0)],
+                regions: Default::default(),
             }
         }
 
