@@ -177,9 +177,11 @@ impl Agent {
         &self.applied
     }
 
-    /// Raft metrics as they change.
-    pub fn metrics_watch(&self) -> tokio::sync::watch::Receiver<RaftMetrics> {
-        self.raft.metrics()
+    /// Role, vote, leader and membership as they change: what a loop that
+    /// acts only as leader waits on (the full metrics change at every
+    /// heartbeat ack, which would wake it several times a second for nothing).
+    pub fn role_watch(&self) -> tokio::sync::watch::Receiver<openraft::metrics::RaftServerMetrics<NodeId, Peer>> {
+        self.raft.server_metrics()
     }
 
     /// Completes when Raft stops on its own, with the reason: a storage
@@ -324,6 +326,10 @@ impl Agent {
                 "node {origin} reported a notification; only the leader sends them"
             )),
             Command::Notified { .. } => Ok(()),
+            Command::Tick { .. } if origin != self.id => {
+                refuse(format!("node {origin} proposed a tick; only the leader keeps time"))
+            }
+            Command::Tick { .. } => Ok(()),
             Command::Observe { .. } | Command::Heartbeat { .. } => {
                 let Some(claim) = command.claim(origin) else {
                     return Ok(());

@@ -34,7 +34,7 @@ pub fn drift(local: Option<(&Catalog, &str)>, committed: Option<(&Catalog, &str)
 
 /// Runs until the task is dropped or Raft stops.
 pub async fn maintain(agent: Arc<Agent>) {
-    let mut metrics = agent.metrics_watch();
+    let mut metrics = agent.role_watch();
     let mut refused_version = None;
     loop {
         if let (true, Some(wanted)) = (agent.is_leader(), agent.local_catalog()) {

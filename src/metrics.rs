@@ -478,7 +478,7 @@ pub async fn scrape(agent: &Agent, local: &LocalView) -> String {
 
 /// Counts changes of the leader this node knows, until the agent stops.
 pub async fn count_leader_changes(agent: Arc<Agent>) {
-    let mut watch = agent.metrics_watch();
+    let mut watch = agent.role_watch();
     let mut last = watch.borrow().current_leader;
     while watch.changed().await.is_ok() {
         let now = watch.borrow().current_leader;

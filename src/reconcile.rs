@@ -472,7 +472,7 @@ impl Reconciler {
 
     /// Runs until the task is dropped.
     pub async fn run(self: Arc<Self>) {
-        let mut metrics = self.agent.metrics_watch();
+        let mut metrics = self.agent.role_watch();
         let mut last_desired: Option<BTreeSet<Record>> = None;
         let mut last_plan: Option<Vec<Change>> = None;
         let mut was_leader = false;

@@ -278,6 +278,10 @@ pub enum Command {
     /// Stops (`paused`) or restarts every provider write, cluster-wide;
     /// decisions go on and `plan` shows what is pending.
     PauseDns { paused: bool, reason: String, by: String },
+    /// Log time has reached a deadline the state machine waits on (a
+    /// hold-down or a maintenance window ends): the leader proposes it at
+    /// `due_ms`, so the re-add happens then, not at the next report.
+    Tick { due_ms: u64 },
     /// Transitions of an agent's local view, batched.
     Observe {
         /// The reporting agent; must be the node that proposed the entry.
@@ -318,6 +322,7 @@ impl Command {
             | Command::Drain { .. }
             | Command::Undrain { .. }
             | Command::PauseDns { .. }
+            | Command::Tick { .. }
             | Command::Notified { .. } => None,
             Command::Observe { agent, .. } | Command::Heartbeat { agent, .. } => Some(*agent),
         }
@@ -334,6 +339,7 @@ impl Command {
             | Command::Drain { .. }
             | Command::Undrain { .. }
             | Command::PauseDns { .. }
+            | Command::Tick { .. }
             | Command::Notified { .. } => None,
             Command::Observe {
                 agent, seq, changes, ..

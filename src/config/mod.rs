@@ -111,11 +111,14 @@ pub struct RaftConfig {
 impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
-            heartbeat_interval: Dur(Duration::from_millis(100)),
+            // Four heartbeats a second: an idle leader's traffic is most of an
+            // idle agent's CPU, and a WAN link between regions needs the slack.
+            heartbeat_interval: Dur(Duration::from_millis(250)),
             // A follower waits `election_timeout_max` (openraft's leader lease)
-            // plus a random timeout in [min, max) before it campaigns: 0.9-1.2 s.
-            election_timeout_min: Dur(Duration::from_millis(300)),
-            election_timeout_max: Dur(Duration::from_millis(600)),
+            // plus a random timeout in [min, max) before it campaigns: 2.25-3 s.
+            // Three lost heartbeats in a row are needed to start an election.
+            election_timeout_min: Dur(Duration::from_millis(750)),
+            election_timeout_max: Dur(Duration::from_millis(1500)),
             rpc_timeout: Dur(Duration::from_millis(1000)),
             connect_timeout: Dur(Duration::from_millis(500)),
             snapshot_every: 5000,

@@ -148,6 +148,23 @@ impl AppState {
         }
     }
 
+    /// The earliest log time after now at which the state changes with no
+    /// new report: a re-add's hold-down or a maintenance window ends.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        let c = self.catalog.as_ref()?;
+        let now = self.log_time_ms;
+        let hold_downs = self
+            .endpoints
+            .iter()
+            .filter(|(_, e)| !e.in_dns && e.decision != Decision::Down && e.drained.is_none())
+            .filter_map(|(id, e)| decide::hold_down_until(&e.candidate(id), c.hold_down_ms));
+        let windows = self
+            .endpoints
+            .values()
+            .filter_map(|e| e.drained.as_ref().and_then(|d| d.until_ms));
+        hold_downs.chain(windows).filter(|t| *t > now).min()
+    }
+
     /// What the quorum rule needs of one agent's observation.
     pub fn report(&self, agent: NodeId, o: &Observation) -> Report {
         let rec = self.agents.get(&agent);

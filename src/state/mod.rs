@@ -283,6 +283,12 @@ impl AppState {
                     reply(now, true, format!("notifier {notifier} at event {}", state.position))
                 }
             }
+            Command::Tick { due_ms } => {
+                // Drains whose window ended were lifted above; placing every
+                // pool lets a re-add whose hold-down ended go back now.
+                self.reevaluate(index, &BTreeSet::new(), voters);
+                reply(now, true, format!("tick for {}", crate::model::at(*due_ms)))
+            }
             Command::Observe {
                 agent,
                 seq,
