@@ -8,8 +8,15 @@
 //!   vanish and each probe waits for its timeout, as with a lost zone or a
 //!   dead elastic IP.
 //!
-//! Run: `cargo bench --bench failover` (root, iproute2, iptables, python3).
-//! Prints a table; asserts nothing.
+//! Each way runs with rapid recheck off and on (`recheck_interval =
+//! "200ms"`, so the peers' hints are on too), at interval 1 s and fall 3.
+//! After each failure the endpoint comes back; the table also shows the
+//! re-add: the up decision to the provider's ack of the create, with
+//! `hold_down = "1s"`.
+//!
+//! Run: `cargo bench --bench failover` (root, iproute2, iptables, python3;
+//! about 15 minutes). `-- --runs N` for fewer runs. Prints a table; asserts
+//! nothing.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -20,9 +27,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lab::{world_with, World};
 
-const INTERVAL_MS: u64 = 250;
+const INTERVAL_MS: u64 = 1000;
 const FALL: u64 = 3;
-const TIMEOUT_MS: u64 = 200;
+const TIMEOUT_MS: u64 = 800;
+const RECHECK_MS: u64 = 200;
+const HOLD_DOWN_MS: u64 = 1000;
 
 /// Drops (or stops dropping) every packet to the endpoint's HTTP port, inside its namespace.
 fn blackhole(w: &World, on: bool) {
@@ -59,19 +68,24 @@ fn first_local_down(w: &World, endpoint: &str, after: f64) -> Option<f64> {
         .reduce(f64::min)
 }
 
-/// 30 failovers on a fresh three-host world; the four stages in ms after each failure.
-fn measure(n: u8, tls: bool, blackholed: bool) -> [Vec<f64>; 4] {
-    let probe = format!(
+/// `runs` failovers on a fresh three-host world; the four stages in ms after
+/// each failure, then the re-add (up decision to provider ack).
+fn measure(n: u8, runs: usize, blackholed: bool, recheck: bool) -> [Vec<f64>; 5] {
+    let mut probe = format!(
         "[probe]\ninterval = \"{INTERVAL_MS}ms\"\ntimeout = \"{TIMEOUT_MS}ms\"\nfall = {FALL}\nrise = 2\nheartbeat = \"1s\"\n"
     );
-    let decide = "[decision]\nobservation_ttl = \"4s\"\nhold_down = \"0s\"\npanic_threshold = 1.0\n";
-    let mut w = world_with(n, &probe, decide, tls);
+    if recheck {
+        probe += &format!("recheck_interval = \"{RECHECK_MS}ms\"\n");
+    }
+    let decide =
+        format!("[decision]\nobservation_ttl = \"4s\"\nhold_down = \"{HOLD_DOWN_MS}ms\"\npanic_threshold = 1.0\n");
+    let mut w = world_with(n, &probe, &decide, true);
     let wall0 = w.d_started_ms;
     let endpoint = format!("web/10.{n}.0.101");
     let endpoint = endpoint.as_str();
-    let (mut a, mut b, mut c, mut cb) = (vec![], vec![], vec![], vec![]);
+    let (mut a, mut b, mut c, mut cb, mut re) = (vec![], vec![], vec![], vec![], vec![]);
     let mut seed = (now_ms() as u64) | 1;
-    for _ in 0..30 {
+    for _ in 0..runs {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
@@ -110,50 +124,95 @@ fn measure(n: u8, tls: bool, blackholed: bool) -> [Vec<f64>; 4] {
         b.push(decided - died);
         c.push(ack - died);
         cb.push(ack - decided);
+        let back = now_ms();
+        let cut = w.d.requests().len();
         if blackholed {
             blackhole(&w, false);
         } else {
             w.lab.serve("e1", 101);
         }
         w.wait_records("re-added", &[101, 102]);
+        let added = wall0 + w.writes(cut).last().expect("the create").at.as_secs_f64() * 1000.0;
+        let up = w
+            .history(1)
+            .into_iter()
+            .filter(|e| e["endpoint"] == endpoint && e["kind"] == "decision" && e["to"] == "up")
+            .filter_map(|e| e["log_time_ms"].as_f64())
+            .filter(|t| *t >= back - 5.0)
+            .reduce(f64::min)
+            .expect("up decision");
+        re.push(added - up);
     }
     assert!(w.d.violations().is_empty());
-    [a, b, c, cb]
+    [a, b, c, cb, re]
 }
 
 fn main() {
-    let refused = measure(69, true, false);
-    let dropped = measure(70, true, true);
+    let args: Vec<String> = std::env::args().collect();
+    let runs: usize = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let modes = [
+        ("refused", false, false),
+        ("refused", false, true),
+        ("blackholed", true, false),
+        ("blackholed", true, true),
+    ];
+    let results: Vec<[Vec<f64>; 5]> = modes
+        .iter()
+        .enumerate()
+        .map(|(i, (_, blackholed, recheck))| measure(71 + i as u8, runs, *blackholed, *recheck))
+        .collect();
     println!("Vantage failover latency: 3 agents and 2 endpoints in separate network namespaces, mutual TLS, Cloudflare double");
     println!(
-        "interval {INTERVAL_MS} ms, timeout {TIMEOUT_MS} ms, fall {FALL}, 30 runs each, failures at random points of the interval; ms after the failure"
-    );
-    println!(
-        "{:<46} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}",
-        "stage (refused | blackholed)", "p50", "p95", "p99", "p50", "p95", "p99"
+        "interval {INTERVAL_MS} ms, timeout {TIMEOUT_MS} ms, fall {FALL}, hold_down {HOLD_DOWN_MS} ms, {runs} runs each, \
+         failures at random points of the interval; ms after the failure; p50 / p95 / p99"
     );
     let names = [
         "(a) first agent's local down",
         "(b) quorum decision committed",
-        "(c) provider acknowledges the delete (whole)",
+        "(c) provider acknowledges the delete",
         "(c) - (b) decision to provider ack",
+        "re-add: up decision to provider ack",
     ];
-    for (i, name) in names.iter().enumerate() {
-        let (r, d) = (&refused[i], &dropped[i]);
+    println!(
+        "{:<38} {:>24} {:>24} {:>24} {:>24}",
+        "stage", "refused", "refused+recheck", "blackholed", "blackholed+recheck"
+    );
+    for (k, name) in names.iter().enumerate() {
+        let cells: Vec<String> = results
+            .iter()
+            .map(|r| {
+                format!(
+                    "{:.0} / {:.0} / {:.0}",
+                    pct(&r[k], 0.5),
+                    pct(&r[k], 0.95),
+                    pct(&r[k], 0.99)
+                )
+            })
+            .collect();
         println!(
-            "{name:<46} {:>8.1} {:>8.1} {:>8.1}   {:>8.1} {:>8.1} {:>8.1}",
-            pct(r, 0.5),
-            pct(r, 0.95),
-            pct(r, 0.99),
-            pct(d, 0.5),
-            pct(d, 0.95),
-            pct(d, 0.99)
+            "{name:<38} {:>24} {:>24} {:>24} {:>24}",
+            cells[0], cells[1], cells[2], cells[3]
         );
     }
     println!(
-        "floors for (a): refused interval x (fall - 1) = {} ms (plus the wait for the next probe, up to {INTERVAL_MS} ms); \
-         blackholed interval x (fall - 1) + timeout = {} ms (plus the same wait)",
+        "floors for (a) with recheck off: refused interval x (fall - 1) = {} ms, blackholed + timeout = {} ms \
+         (each plus the wait for the next probe, up to {INTERVAL_MS} ms)",
         INTERVAL_MS * (FALL - 1),
         INTERVAL_MS * (FALL - 1) + TIMEOUT_MS
+    );
+    println!(
+        "floors for (a) with recheck on: refused recheck x (fall - 1) = {} ms, blackholed (timeout + recheck) x (fall - 1) + timeout = {} ms \
+         (plus the wait for the first agent's next probe)",
+        RECHECK_MS * (FALL - 1),
+        (TIMEOUT_MS + RECHECK_MS) * (FALL - 1) + TIMEOUT_MS
+    );
+    println!(
+        "re-add floor: hold_down = {HOLD_DOWN_MS} ms; target p99 below {} ms",
+        HOLD_DOWN_MS + 100
     );
 }

@@ -13,29 +13,9 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{rss_kib, Cluster};
+use common::{clock_ticks_per_second, cpu_ticks, rss_kib, Cluster};
 use vantage::proto::v1::endpoints_client::EndpointsClient;
 use vantage::proto::v1::ListEndpointsRequest;
-
-/// (user, system) CPU ticks of a process.
-fn cpu_ticks(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at ") ".
-    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
-    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (field(11), field(12))
-}
-
-fn clock_ticks_per_second() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
 
 fn up_count(rt: &tokio::runtime::Runtime, c: &Cluster, addr: &str) -> usize {
     let conn = c.connector_as("operator");

@@ -17,6 +17,14 @@ pub struct ForwardRequest {
     pub command: Command,
 }
 
+/// The body of a `Hint` RPC: endpoints the sender suspects.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HintRequest {
+    /// The node that sends the request (must be a member).
+    pub sender: NodeId,
+    pub endpoints: Vec<String>,
+}
+
 /// The header of an InstallSnapshot chunk; the data travels beside it as raw bytes.
 #[derive(Serialize, Deserialize)]
 pub struct ChunkHeader {

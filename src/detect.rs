@@ -87,6 +87,10 @@ pub struct Transition {
 pub struct Detector {
     fall: u32,
     rise: u32,
+    /// The least time from a run's first probe to the probe that completes it.
+    min_confirm: Duration,
+    /// When the current run of equal results began (the caller's time).
+    run_started: Duration,
     state: Health,
     evidence: Evidence,
 }
@@ -97,9 +101,27 @@ impl Detector {
         Detector {
             fall: fall.max(1),
             rise: rise.max(1),
+            min_confirm: Duration::ZERO,
+            run_started: Duration::ZERO,
             state: Health::Unknown,
             evidence: Evidence::default(),
         }
+    }
+
+    /// A detector whose changes also need their run to span `min_confirm`
+    /// (measured on the times given to [`Detector::record_at`]).
+    pub fn with_min_confirm(fall: u32, rise: u32, min_confirm: Duration) -> Self {
+        Detector {
+            min_confirm,
+            ..Detector::new(fall, rise)
+        }
+    }
+
+    /// True while a run that would change the view is under way: a failure
+    /// while not down, or a success while not up. Rapid recheck probes then.
+    pub fn in_run(&self) -> bool {
+        let e = &self.evidence;
+        (e.failures > 0 && self.state != Health::Down) || (e.successes > 0 && self.state != Health::Up)
     }
 
     pub fn state(&self) -> Health {
@@ -113,19 +135,33 @@ impl Detector {
     /// Records one result; returns the transition it caused, if any. A
     /// transition happens exactly when the run reaches `fall` or `rise`.
     pub fn record(&mut self, outcome: &Outcome) -> Option<Transition> {
+        self.record_at(outcome, Duration::ZERO)
+    }
+
+    /// Records one result of a probe that started at `at` (any monotonic
+    /// origin). A transition happens at the first probe of a run that makes
+    /// it `fall` (or `rise`) long and at least `min_confirm` from its first.
+    pub fn record_at(&mut self, outcome: &Outcome, at: Duration) -> Option<Transition> {
         let e = &mut self.evidence;
         e.probes += 1;
         let to = if outcome.ok {
+            if e.successes == 0 {
+                self.run_started = at;
+            }
             e.successes = e.successes.saturating_add(1);
             e.failures = 0;
             e.last_rtt_us = Some(outcome.rtt.as_micros().min(u128::from(u64::MAX)) as u64);
-            (e.successes == self.rise).then_some(Health::Up)
+            (e.successes >= self.rise).then_some(Health::Up)
         } else {
+            if e.failures == 0 {
+                self.run_started = at;
+            }
             e.failures = e.failures.saturating_add(1);
             e.successes = 0;
             e.last_error = outcome.error.clone();
-            (e.failures == self.fall).then_some(Health::Down)
+            (e.failures >= self.fall).then_some(Health::Down)
         };
+        let to = to.filter(|_| at.saturating_sub(self.run_started) >= self.min_confirm);
         match to {
             Some(to) if to != self.state => {
                 let from = std::mem::replace(&mut self.state, to);
@@ -201,6 +237,64 @@ mod tests {
             let up_then_flaky = format!("{}{}", "+".repeat(rise as usize), "-+".repeat(50));
             assert_eq!(run(fall, rise, &up_then_flaky), vec![(rise as usize, Health::Up)]);
         }
+    }
+
+    #[test]
+    fn min_confirm_holds_a_change_until_the_run_spans_it() {
+        // fall 3, probes 200 ms apart: the third failure comes 400 ms after
+        // the first. A floor of 1 s waits for the probe at 1000 ms.
+        let mut d = Detector::with_min_confirm(3, 2, Duration::from_millis(1000));
+        let fail = Outcome::failure(Duration::from_millis(1), "refused");
+        let mut at = Vec::new();
+        for i in 0..8u64 {
+            if let Some(t) = d.record_at(&fail, Duration::from_millis(5_000 + i * 200)) {
+                at.push((i, t.to, t.evidence.failures));
+            }
+        }
+        assert_eq!(at, vec![(5, Health::Down, 6)]);
+        // A success breaks the run; a new one starts from its own first probe.
+        let ok = Outcome::success(Duration::from_millis(1));
+        assert!(d.record_at(&ok, Duration::from_millis(9_000)).is_none());
+        assert!(d.record_at(&ok, Duration::from_millis(9_200)).is_none(), "200 ms < 1 s");
+        assert!(d.record_at(&fail, Duration::from_millis(9_400)).is_none());
+        assert!(
+            d.record_at(&ok, Duration::from_millis(9_600)).is_none(),
+            "a new run began at 9.6 s"
+        );
+        let up = d
+            .record_at(&ok, Duration::from_millis(10_600))
+            .expect("up once the run spans 1 s");
+        assert_eq!((up.to, up.evidence.successes), (Health::Up, 2));
+        // Without a floor the counts alone decide, as in `record`.
+        let mut plain = Detector::with_min_confirm(3, 2, Duration::ZERO);
+        let got: Vec<bool> = (0..3)
+            .map(|i| plain.record_at(&fail, Duration::from_millis(i * 200)).is_some())
+            .collect();
+        assert_eq!(got, vec![false, false, true]);
+    }
+
+    #[test]
+    fn a_run_is_under_way_from_the_first_contrary_probe_to_the_change() {
+        let mut d = Detector::new(3, 2);
+        let ok = Outcome::success(Duration::from_millis(1));
+        let fail = Outcome::failure(Duration::from_millis(1), "refused");
+        // Unknown: the first success starts a run toward up.
+        assert!(!d.in_run());
+        d.record(&ok);
+        assert!(d.in_run());
+        d.record(&ok);
+        assert!(!d.in_run(), "up: more successes are no run");
+        d.record(&fail);
+        assert!(d.in_run());
+        d.record(&ok);
+        assert!(!d.in_run(), "the failure run broke");
+        for _ in 0..3 {
+            d.record(&fail);
+        }
+        assert_eq!(d.state(), Health::Down);
+        assert!(!d.in_run());
+        d.record(&ok);
+        assert!(d.in_run(), "down: a success starts a run toward up");
     }
 
     #[test]

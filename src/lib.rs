@@ -69,6 +69,7 @@ pub mod decide;
 pub mod detect;
 pub mod dns;
 pub mod grpc;
+pub mod hint;
 pub mod http;
 pub mod metrics;
 pub mod model;
@@ -83,6 +84,7 @@ pub mod replay;
 pub mod secret;
 pub mod state;
 pub mod store;
+pub mod tick;
 pub mod tls;
 pub mod types;
 
@@ -143,6 +145,7 @@ pub async fn run(
         }
     };
     let catalog = tokio::spawn(catalog::maintain(agent.clone()));
+    let ticks = tokio::spawn(tick::run(agent.clone(), clock.clone()));
     let observer = Arc::new(propose::Observer::start(agent.clone(), clock).await?);
     let reconciler = match dns::from_config(agent.config()).map_err(RunError::Dns)? {
         Some(provider) => {
@@ -175,6 +178,7 @@ pub async fn run(
     };
     tracing::info!(node = agent.id(), "shutting down");
     catalog.abort();
+    ticks.abort();
     reload_task.abort();
     notify_task.abort();
     leader_changes.abort();

@@ -37,11 +37,14 @@ pub struct Observer {
     /// When this agent's latest heartbeat was committed (for `/readyz`).
     pub last_heartbeat: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     task: tokio::task::JoinHandle<()>,
+    /// Tells the peers which endpoints this agent suspects.
+    hints: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Observer {
     fn drop(&mut self) {
         self.task.abort();
+        self.hints.abort();
     }
 }
 
@@ -68,6 +71,7 @@ impl Observer {
         tracing::info!("{icmp}");
         let (tx, rx) = mpsc::unbounded_channel();
         let (ctx, crx) = mpsc::unbounded_channel();
+        let (suspects_tx, suspects) = mpsc::unbounded_channel();
         let d = &config.probe;
         let endpoints = Scheduler::start(
             agent.id(),
@@ -76,10 +80,11 @@ impl Observer {
             d.max_concurrency,
             tx,
             Some(agent.instruments().clone()),
+            Some(suspects_tx),
         )
         .map_err(err)?;
         let control_sched =
-            Scheduler::start(agent.id(), &control, &probers, d.max_concurrency, ctx, None).map_err(err)?;
+            Scheduler::start(agent.id(), &control, &probers, d.max_concurrency, ctx, None, None).map_err(err)?;
         let (abstain_tx, abstaining) = watch::channel(false);
         let last_heartbeat = Arc::new(std::sync::Mutex::new(None));
         let proposer = Proposer {
@@ -96,6 +101,7 @@ impl Observer {
             batch_window: d.batch_window.0,
         };
         let task = tokio::spawn(proposer.run(rx, crx));
+        let hints = tokio::spawn(crate::hint::send(agent.clone(), suspects));
         tracing::info!(endpoints = specs.len(), control = control.len(), "probing started");
         Ok(Observer {
             endpoints,
@@ -104,6 +110,7 @@ impl Observer {
             icmp,
             last_heartbeat,
             task,
+            hints,
         })
     }
 }

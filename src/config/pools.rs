@@ -37,6 +37,12 @@ pub struct PoolConfig {
     /// A probe slower than this fails (overrides `probe.max_rtt`).
     #[serde(default)]
     pub max_rtt: Option<Dur>,
+    /// Overrides `probe.recheck_interval`.
+    #[serde(default)]
+    pub recheck_interval: Option<Dur>,
+    /// Overrides `probe.min_confirm`.
+    #[serde(default)]
+    pub min_confirm: Option<Dur>,
     /// Default check of the pool's endpoints.
     #[serde(default)]
     pub check: Option<CheckConfig>,

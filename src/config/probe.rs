@@ -29,6 +29,14 @@ pub struct ProbeDefaults {
     pub batch_window: Dur,
     /// A probe slower than this fails, however it answered (off unless set).
     pub max_rtt: Option<Dur>,
+    /// Rapid recheck: once a run toward a change has started (a failure
+    /// while up, a success while down), the next probes of that endpoint come
+    /// this long after the previous one ends instead of at the next interval.
+    /// Off unless set.
+    pub recheck_interval: Option<Dur>,
+    /// A change of view also needs its run of probes to span at least this
+    /// long (a floor under what rapid recheck counts as an outage).
+    pub min_confirm: Option<Dur>,
 }
 
 impl Default for ProbeDefaults {
@@ -42,6 +50,8 @@ impl Default for ProbeDefaults {
             max_concurrency: 1024,
             batch_window: Dur(Duration::from_millis(20)),
             max_rtt: None,
+            recheck_interval: None,
+            min_confirm: None,
         }
     }
 }
@@ -248,6 +258,10 @@ pub struct EndpointSpec {
     pub rise: u32,
     /// A probe slower than this fails, however it answered.
     pub max_rtt: Option<Duration>,
+    /// Spacing of the probes while a run toward a change is under way.
+    pub recheck: Option<Duration>,
+    /// The least time a run must span before it changes the view.
+    pub min_confirm: Duration,
 }
 
 /// A TOML value as JSON, for comparing with a body.
@@ -475,6 +489,25 @@ impl Config {
             let fall = pool.fall.unwrap_or(d.fall);
             let rise = pool.rise.unwrap_or(d.rise);
             let max_rtt = pool.max_rtt.or(d.max_rtt);
+            let recheck = pool.recheck_interval.or(d.recheck_interval);
+            let min_confirm = pool.min_confirm.or(d.min_confirm);
+            let own = |k: &str, set: bool| if set { format!("{pk}.{k}") } else { format!("probe.{k}") };
+            if let Some(r) = recheck {
+                if r.0 < Duration::from_millis(10) || r >= interval {
+                    return Err(self.invalid(
+                        &own("recheck_interval", pool.recheck_interval.is_some()),
+                        format!("expected a duration from 10ms to below the interval ({interval}), got {r}"),
+                    ));
+                }
+            }
+            if let Some(m) = min_confirm {
+                if m.0 > Duration::from_secs(3600) {
+                    return Err(self.invalid(
+                        &own("min_confirm", pool.min_confirm.is_some()),
+                        format!("expected a duration up to 1h, got {m}"),
+                    ));
+                }
+            }
             let key = |k: &str| {
                 if pool.interval.is_some() || pool.timeout.is_some() {
                     format!("{pk}.{k}")
@@ -553,6 +586,8 @@ impl Config {
                     fall,
                     rise,
                     max_rtt: max_rtt.map(|m| m.0),
+                    recheck: recheck.map(|r| r.0),
+                    min_confirm: min_confirm.map(|m| m.0).unwrap_or_default(),
                 });
             }
         }
@@ -578,6 +613,8 @@ impl Config {
                 fall: d.fall,
                 rise: d.rise,
                 max_rtt: None,
+                recheck: None,
+                min_confirm: Duration::ZERO,
             });
         }
         Ok(out)

@@ -102,6 +102,7 @@ fn list(
                     last_error: m.evidence.last_error.clone().unwrap_or_default(),
                     last_probe_ms_ago: m.last_probe.map(|t| now.duration_since(t).as_millis() as u64),
                     warning: m.warning.clone().unwrap_or_default(),
+                    extra_probes: m.extra_probes,
                 }),
                 observations: app
                     .observations

@@ -58,7 +58,7 @@ pub async fn serve(
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let raft = RaftServer::new(raft::RaftService::new(agent.clone()))
+    let raft = RaftServer::new(raft::RaftService::new(agent.clone(), observer.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let cluster = ClusterServer::new(cluster::ClusterService::new(agent.clone()))

@@ -10,18 +10,21 @@ use tonic::{Request, Response, Status};
 
 use super::{auth, status};
 use crate::agent::{Agent, Committed, ProposeError};
-use crate::codec::{self, ChunkHeader, ForwardRequest};
+use crate::codec::{self, ChunkHeader, ForwardRequest, HintRequest};
+use crate::propose::Observer;
 use crate::proto::raft::raft_server::Raft;
 use crate::proto::raft::{RaftMessage, ReadIndexRequest, ReadIndexResponse, SnapshotChunk};
 use crate::types::{NodeId, TypeConfig};
 
 pub struct RaftService {
     agent: Arc<Agent>,
+    /// Whose probes a peer's hint starts.
+    observer: Arc<Observer>,
 }
 
 impl RaftService {
-    pub fn new(agent: Arc<Agent>) -> Self {
-        RaftService { agent }
+    pub fn new(agent: Arc<Agent>, observer: Arc<Observer>) -> Self {
+        RaftService { agent, observer }
     }
 
     /// Admits a Raft message: the sender's certificate must be the node the
@@ -124,6 +127,33 @@ impl Raft for RaftService {
             })
         };
         reply(&res)
+    }
+
+    async fn hint(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let me = auth::node(&self.agent, &req, "Hint")?;
+        let hint: HintRequest = decode(&req.get_ref().payload, "Hint")?;
+        auth::claims(&req, me, hint.sender, "Hint")?;
+        let (nodes, _) = self.agent.members();
+        if !nodes.contains_key(&hint.sender) || hint.sender == self.agent.id() {
+            return Err(Status::permission_denied(format!(
+                "hint from node {} refused: it is not a peer in this cluster",
+                hint.sender
+            )));
+        }
+        // Bounded: ids this agent does not probe are ignored, and each
+        // endpoint honours one hint per interval.
+        let started: Vec<&String> = hint
+            .endpoints
+            .iter()
+            .take(1024)
+            .filter(|e| self.observer.endpoints.hint(e))
+            .collect();
+        if !started.is_empty() {
+            tracing::debug!(from = hint.sender, endpoints = ?started, "peer suspects endpoints: probing them now");
+        }
+        Ok(Response::new(RaftMessage {
+            payload: Vec::new().into(),
+        }))
     }
 
     async fn read_index(&self, req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {

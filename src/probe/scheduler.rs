@@ -26,6 +26,8 @@ pub struct EndpointView {
     pub last_probe: Option<Instant>,
     /// What the last probe warned about without failing (a certificate expiring soon).
     pub warning: Option<String>,
+    /// Probes run off the regular cadence (rapid rechecks, peers' hints).
+    pub extra_probes: u64,
 }
 
 /// The views of every endpoint this scheduler probes, by endpoint id.
@@ -51,6 +53,18 @@ pub struct Scheduler {
     tasks: std::sync::Mutex<BTreeMap<String, (EndpointSpec, JoinHandle<()>)>>,
     /// Where each probe's outcome is counted (the endpoints', not the control targets').
     instruments: Option<Arc<Instruments>>,
+    /// Per endpoint: what wakes its task for a probe now, its interval, and
+    /// when a hint was last honoured (see [`Scheduler::hint`]).
+    hints: Arc<std::sync::Mutex<BTreeMap<String, Hint>>>,
+    /// Where the id of an endpoint whose view turns suspect goes (a failure
+    /// while up): the agent tells its peers (see `crate::hint`).
+    suspects: Option<mpsc::UnboundedSender<String>>,
+}
+
+struct Hint {
+    wake: Arc<tokio::sync::Notify>,
+    interval: Duration,
+    last: Option<Instant>,
 }
 
 impl Drop for Scheduler {
@@ -88,6 +102,7 @@ impl Scheduler {
         max_concurrency: usize,
         events: mpsc::UnboundedSender<Event>,
         instruments: Option<Arc<Instruments>>,
+        suspects: Option<mpsc::UnboundedSender<String>>,
     ) -> Result<Scheduler, String> {
         let s = Scheduler {
             view: Arc::new(RwLock::new(BTreeMap::new())),
@@ -98,6 +113,8 @@ impl Scheduler {
             events,
             tasks: std::sync::Mutex::new(BTreeMap::new()),
             instruments,
+            hints: Arc::new(std::sync::Mutex::new(BTreeMap::new())),
+            suspects,
         };
         s.update(specs)?;
         Ok(s)
@@ -128,6 +145,7 @@ impl Scheduler {
                 t.abort();
             }
             view.remove(id);
+            self.hints.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
             if let Some(i) = &self.instruments {
                 i.forget_endpoint(id);
             }
@@ -145,6 +163,7 @@ impl Scheduler {
                     evidence: Evidence::default(),
                     last_probe: None,
                     warning: None,
+                    extra_probes: 0,
                 },
             );
             let task = self.spawn(&spec, probe);
@@ -152,6 +171,43 @@ impl Scheduler {
             started += 1;
         }
         Ok((started, stale.len()))
+    }
+
+    /// A peer suspects `endpoint`: probe it now instead of in its phase.
+    /// Honoured at most once per interval of the endpoint, so a lossy or
+    /// hostile peer can at most double this agent's probe rate for it; and
+    /// only while this agent sees it up (a run under way rechecks anyway).
+    /// Returns whether a probe was started.
+    pub fn hint(&self, endpoint: &str) -> bool {
+        let up = self.view.read().ok().and_then(|v| {
+            v.get(endpoint)
+                .map(|e| e.state == Health::Up && e.evidence.failures == 0)
+        });
+        if up != Some(true) {
+            return false;
+        }
+        let mut hints = self.hints.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(h) = hints.get_mut(endpoint) else { return false };
+        if h.last.is_some_and(|t| t.elapsed() < h.interval) {
+            return false;
+        }
+        h.last = Some(Instant::now());
+        h.wake.notify_one();
+        true
+    }
+
+    /// The wake-up of one endpoint's task, made when the task starts.
+    fn hint_for(&self, spec: &EndpointSpec) -> Arc<tokio::sync::Notify> {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        self.hints.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            spec.id.clone(),
+            Hint {
+                wake: wake.clone(),
+                interval: spec.interval,
+                last: None,
+            },
+        );
+        wake
     }
 
     /// Allows `n` probes in flight from now on. Growing is immediate;
@@ -183,7 +239,8 @@ impl Scheduler {
             self.view.clone(),
             self.events.clone(),
         );
-        let mut detector = Detector::new(spec.fall, spec.rise);
+        let mut detector = Detector::with_min_confirm(spec.fall, spec.rise, spec.min_confirm);
+        let recheck = spec.recheck;
         let instruments = self.instruments.clone();
         let kind = match spec.check {
             Check::Icmp => "icmp",
@@ -192,11 +249,20 @@ impl Scheduler {
             Check::Grpc { .. } => "grpc",
             Check::Dns(_) => "dns",
         };
+        let hint = self.hint_for(spec);
+        let suspects = self.suspects.clone();
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval_at(start, interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut next = start;
+            // Whether the next probe is the regular one of its slot.
+            let mut on_grid = true;
             loop {
-                ticker.tick().await;
+                let extra = tokio::select! {
+                    _ = tokio::time::sleep_until(next) => !on_grid,
+                    // Another agent suspects this endpoint: probe it now (at
+                    // most once an interval; see `Scheduler::hint`).
+                    _ = hint.notified() => true,
+                };
+                let began = tokio::time::Instant::now();
                 let outcome = {
                     let Ok(_permit) = limit.acquire().await else { return };
                     probe.run().await
@@ -204,12 +270,29 @@ impl Scheduler {
                 if let Some(i) = &instruments {
                     i.probed(&id, kind, outcome.ok, outcome.rtt.as_secs_f64());
                 }
-                let transition = detector.record(&outcome);
+                // The regular cadence keeps its phase: the first slot of the
+                // grid `start + k * interval` after now.
+                let now = tokio::time::Instant::now();
+                let periods = (now.saturating_duration_since(start).as_nanos() / interval.as_nanos().max(1)) as u32;
+                let regular = start + interval * periods.saturating_add(1);
+                let was_up = detector.state() == Health::Up && detector.evidence().failures == 0;
+                let transition = detector.record_at(&outcome, began.saturating_duration_since(start));
+                if was_up && !outcome.ok && recheck.is_some() {
+                    if let Some(tx) = &suspects {
+                        let _ = tx.send(id.clone());
+                    }
+                }
+                next = match recheck {
+                    Some(r) if detector.in_run() && now + r < regular => now + r,
+                    _ => regular,
+                };
+                on_grid = next == regular;
                 if let Ok(mut v) = view.write() {
                     if let Some(e) = v.get_mut(&id) {
                         e.state = detector.state();
                         e.evidence = detector.evidence().clone();
                         e.last_probe = Some(Instant::now());
+                        e.extra_probes += u64::from(extra);
                         if e.warning != outcome.warning {
                             if let Some(w) = &outcome.warning {
                                 tracing::warn!(endpoint = %id, "{w}");
@@ -244,7 +327,7 @@ mod tests {
     async fn concurrency_grows_at_once_and_shrinks_as_probes_in_flight_finish() {
         let probers = Probers::new().await;
         let (tx, _rx) = mpsc::unbounded_channel();
-        let s = Scheduler::start(1, &[], &probers, 2, tx, None).unwrap();
+        let s = Scheduler::start(1, &[], &probers, 2, tx, None, None).unwrap();
         assert_eq!(s.limit.available_permits(), 2);
         assert_eq!(s.set_concurrency(5), 2);
         assert_eq!(s.limit.available_permits(), 5);

@@ -200,11 +200,12 @@ pub fn render_endpoints(r: &ListEndpointsResponse) -> String {
         }
         if let Some(l) = &e.local {
             out += &format!(
-                "  local    {:<8} ok-run {} fail-run {} probes {} rtt {} {}\n",
+                "  local    {:<8} ok-run {} fail-run {} probes {} (extra {}) rtt {} {}\n",
                 l.status,
                 l.successes,
                 l.failures,
                 l.probes,
+                l.extra_probes,
                 l.last_rtt_us
                     .map(|u| format!("{:.1}ms", u as f64 / 1000.0))
                     .unwrap_or_else(|| "-".into()),
