@@ -1,7 +1,8 @@
 //! Checks that match how endpoints really fail, on three agents: an HTTP
 //! endpoint that turns slower than `max_rtt`, an HTTPS endpoint whose
 //! certificate (issued by the test, valid one day) expires inside
-//! `cert_expiry_fail`, a gRPC server whose health turns NOT_SERVING, and a DNS
+//! `cert_expiry_fail`, a gRPC server (plaintext, and over TLS verified
+//! against the test's CA) whose health turns NOT_SERVING, and a DNS
 //! server that starts answering SERVFAIL. Each is decided down by the
 //! cluster, and the slow one back up once it is fast again.
 
@@ -119,6 +120,32 @@ fn grpc_health(addr: &str, serving: Arc<AtomicBool>) {
     });
 }
 
+/// The same over TLS with a certificate for `vantage.test` (ALPN h2);
+/// returns the certificate's PEM, to trust as a CA.
+fn grpcs_health(addr: &str, serving: Arc<AtomicBool>) -> String {
+    let params = rcgen::CertificateParams::new(vec!["vantage.test".to_string()]).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let identity = tonic::transport::Identity::from_pem(cert_pem.clone(), key_pem);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            tonic::transport::Server::builder()
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .unwrap()
+                .add_service(vantage::proto::health::health_server::HealthServer::new(Health(
+                    serving,
+                )))
+                .serve(addr)
+                .await
+                .unwrap();
+        });
+    });
+    cert_pem
+}
+
 /// A DNS server answering A queries with 192.0.2.1, or SERVFAIL once `fail` is set.
 fn dns_server(addr: &str, fail: Arc<AtomicBool>) {
     use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
@@ -170,6 +197,10 @@ fn slow_expiring_not_serving_and_servfail_endpoints_are_decided_down() {
     https_with_cert(&format!("{}:8443", ip(212)), 1);
     let serving = Arc::new(AtomicBool::new(true));
     grpc_health(&format!("{}:50051", ip(221)), serving.clone());
+    let ca = tempfile::tempdir().unwrap();
+    let ca_file = ca.path().join("grpcs-ca.pem");
+    std::fs::write(&ca_file, grpcs_health(&format!("{}:50051", ip(222)), serving.clone())).unwrap();
+    let ca_file = ca_file.display().to_string();
     let servfail = Arc::new(AtomicBool::new(false));
     dns_server(&format!("{}:5353", ip(231)), servfail.clone());
     let mut c = Cluster::with_extra(NET, 3, "", move |_| {
@@ -183,12 +214,18 @@ fn slow_expiring_not_serving_and_servfail_endpoints_are_decided_down() {
              [[pools.endpoints]]\naddress = \"{}\"\n[[pools.endpoints]]\naddress = \"{}\"\n\n\
              [[pools]]\nname = \"grpc\"\ncheck = {{ kind = \"grpc\", port = 50051 }}\n\
              [[pools.endpoints]]\naddress = \"{}\"\n\n\
+             [[pools]]\nname = \"grpcs\"\ncheck = {{ kind = \"grpc\", port = 50051, tls = true, host = \"vantage.test\", ca_file = \"{ca_file}\" }}\n\
+             [[pools.endpoints]]\naddress = \"{}\"\n\n\
+             [[pools]]\nname = \"misnamed\"\ncheck = {{ kind = \"grpc\", port = 50051, tls = true, host = \"other.test\", ca_file = \"{ca_file}\" }}\n\
+             [[pools.endpoints]]\naddress = \"{}\"\n\n\
              [[pools]]\nname = \"dns\"\ncheck = {{ kind = \"dns\", port = 5353, name = \"www.example.test\", expect_address = \"192.0.2.1\" }}\n\
              [[pools.endpoints]]\naddress = \"{}\"\n",
             ip(201),
             ip(211),
             ip(212),
             ip(221),
+            ip(222),
+            ip(222),
             ip(231)
         )
     });
@@ -201,6 +238,8 @@ fn slow_expiring_not_serving_and_servfail_endpoints_are_decided_down() {
         format!("cert/{}", ip(212)),
     );
     let (grpc, dns) = (format!("grpc/{}", ip(221)), format!("dns/{}", ip(231)));
+    let grpcs = format!("grpcs/{}", ip(222));
+    let misnamed = format!("misnamed/{}", ip(222));
     let until = |id: &str, want: &str| {
         wait_for(&format!("{id} decided {want}"), LONG, || {
             decision(&c, id).filter(|(d, _)| d == want)
@@ -214,9 +253,13 @@ fn slow_expiring_not_serving_and_servfail_endpoints_are_decided_down() {
             )
         })
     };
-    for id in [&slow, &fresh, &grpc, &dns] {
+    for id in [&slow, &fresh, &grpc, &grpcs, &dns] {
         until(id, "up");
     }
+    // A gRPC server whose certificate does not carry the name asked for: down, and why.
+    until(&misnamed, "down");
+    let why = local(&c, 2, &misnamed).unwrap();
+    assert!(why["last_error"].as_str().unwrap().contains("certificate"), "{why}");
     // A certificate inside cert_expiry_fail: down from the start, and every agent says why.
     until(&expiring, "down");
     let why = local(&c, 2, &expiring).unwrap();
@@ -244,6 +287,9 @@ fn slow_expiring_not_serving_and_servfail_endpoints_are_decided_down() {
     serving.store(false, Ordering::SeqCst);
     until(&grpc, "down");
     let why = local(&c, 1, &grpc).unwrap();
+    assert!(why["last_error"].as_str().unwrap().contains("NOT_SERVING"), "{why}");
+    until(&grpcs, "down");
+    let why = local(&c, 1, &grpcs).unwrap();
     assert!(why["last_error"].as_str().unwrap().contains("NOT_SERVING"), "{why}");
 
     servfail.store(true, Ordering::SeqCst);

@@ -262,9 +262,25 @@ fn a_flapping_endpoint_changes_dns_at_most_twice_per_hold_down() {
 
 #[test]
 fn twenty_percent_packet_loss_on_one_agent_causes_no_failover() {
-    let probe = "[probe]\ninterval = \"100ms\"\ntimeout = \"90ms\"\nfall = 5\nrise = 2\nheartbeat = \"1s\"\n";
-    let w = world(67, probe, DECIDE);
+    lossy_agent_decides_nothing(67, "");
+}
+
+/// The same with rapid recheck (a fifth of the interval, as 200 ms is of
+/// 1 s) and so the peers' hints: the lossy agent's suspicions cost probes,
+/// never a decision. Prints the extra probes each agent ran.
+#[test]
+fn twenty_percent_packet_loss_with_rapid_recheck_causes_no_failover() {
+    lossy_agent_decides_nothing(75, "recheck_interval = \"20ms\"\n");
+}
+
+fn lossy_agent_decides_nothing(net: u8, extra_probe: &str) {
+    let probe = format!(
+        "[probe]\ninterval = \"100ms\"\ntimeout = \"90ms\"\nfall = 5\nrise = 2\nheartbeat = \"1s\"\n{extra_probe}"
+    );
+    let w = world(net, &probe, DECIDE);
     let cut = w.d.requests().len();
+    let local = |w: &lab::World, n: u64| -> Option<Value> { Some(w.c.endpoints(n)?["endpoints"][0]["local"].clone()) };
+    let before: Vec<Option<Value>> = (1..=3).map(|n| local(&w, n)).collect();
     for e in [101u8, 102] {
         let ip = w.lab.ip(e);
         w.lab.iptables(
@@ -287,9 +303,10 @@ fn twenty_percent_packet_loss_on_one_agent_causes_no_failover() {
     }
     // 600 probes per endpoint: 10 minutes at a 1 s interval, here at 100 ms
     // (about a minute; waited for by count, not by the clock).
-    let probes = |w: &lab::World| -> Option<u64> { w.c.endpoints(2)?["endpoints"][0]["local"]["probes"].as_u64() };
+    let probes = |w: &lab::World| -> Option<u64> { local(w, 2)?["probes"].as_u64() };
+    let start = probes(&w).unwrap_or(0);
     let ran = wait_for("agent 2 to run 600 probes", Duration::from_secs(180), || {
-        probes(&w).filter(|n| *n >= 600)
+        probes(&w).filter(|n| *n >= start + 600)
     });
     let decisions: Vec<Value> = w.history(1).into_iter().filter(|e| e["kind"] == "decision").collect();
     assert!(decisions.is_empty(), "false failover under packet loss: {decisions:?}");
@@ -299,6 +316,19 @@ fn twenty_percent_packet_loss_on_one_agent_causes_no_failover() {
         w.writes(cut)
     );
     assert!(ran.is_some(), "agent 2 ran only {:?} probes", probes(&w));
+    for (n, b) in (1..=3u64).zip(&before) {
+        let (Some(b), Some(a)) = (b, local(&w, n)) else {
+            continue;
+        };
+        let d = |k: &str| a[k].as_u64().unwrap_or(0) - b[k].as_u64().unwrap_or(0);
+        println!(
+            "agent {n}{}: {} probes of the first endpoint, {} of them extra (rechecks and hints); local view {}",
+            if n == 2 { " (lossy)" } else { "" },
+            d("probes"),
+            d("extra_probes"),
+            a["status"]
+        );
+    }
     w.clean();
 }
 

@@ -26,7 +26,7 @@ pub use dns::{CloudflareSection, DnsConfig, ProviderConfig, Rfc2136Section, Rout
 pub use observe::{read_secret, HttpConfig, NotifyConfig, NotifyKind, NotifyOn, PAGERDUTY_URL};
 pub use pools::{EndpointConfig, PoolConfig};
 pub use probe::{
-    Check, CheckConfig, ControlConfig, DnsCheck, DnsCheckConfig, EndpointSpec, HttpCheck, HttpCheckConfig,
+    Check, CheckConfig, ControlConfig, DnsCheck, DnsCheckConfig, EndpointSpec, GrpcTls, HttpCheck, HttpCheckConfig,
     JsonCondition, ProbeDefaults,
 };
 pub use tls::TlsConfig;

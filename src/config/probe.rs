@@ -68,12 +68,24 @@ pub enum CheckConfig {
     Http(HttpCheckConfig),
     /// An HTTPS request.
     Https(HttpCheckConfig),
-    /// `grpc.health.v1.Health/Check` over plaintext HTTP/2: SERVING passes.
+    /// `grpc.health.v1.Health/Check` over HTTP/2, plaintext or TLS: SERVING passes.
     Grpc {
         port: u16,
         /// The service asked about; empty: the server as a whole.
         #[serde(default)]
         service: String,
+        /// Speak TLS (ALPN h2).
+        #[serde(default)]
+        tls: bool,
+        /// The name the certificate must carry (and SNI); default: the address.
+        #[serde(default)]
+        host: Option<String>,
+        /// Verify the server certificate; turning it off is explicit.
+        #[serde(default = "yes")]
+        tls_verify: bool,
+        /// PEM file of the CAs to trust instead of the system's.
+        #[serde(default)]
+        ca_file: Option<String>,
     },
     /// A DNS query to the endpoint (UDP), judged by its answer code and,
     /// optionally, an address in the answer.
@@ -218,10 +230,26 @@ pub struct DnsCheck {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Check {
     Icmp,
-    Tcp { port: u16 },
+    Tcp {
+        port: u16,
+    },
     Http(HttpCheck),
-    Grpc { port: u16, service: String },
+    Grpc {
+        port: u16,
+        service: String,
+        tls: Option<GrpcTls>,
+    },
     Dns(DnsCheck),
+}
+
+/// How a gRPC check speaks TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrpcTls {
+    /// The name verified (and sent as SNI); None: the endpoint's address.
+    pub host: Option<String>,
+    pub verify: bool,
+    /// The CAs trusted instead of the system's.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Check {
@@ -237,8 +265,11 @@ impl Check {
                 h.method,
                 h.path
             ),
-            Check::Grpc { port, service } if service.is_empty() => format!("grpc:{port} health"),
-            Check::Grpc { port, service } => format!("grpc:{port} health {service}"),
+            Check::Grpc { port, service, tls } => format!(
+                "{}:{port} health{}{service}",
+                if tls.is_some() { "grpcs" } else { "grpc" },
+                if service.is_empty() { "" } else { " " }
+            ),
             Check::Dns(d) => format!("dns:{} {} {}", d.port, d.name, if d.aaaa { "AAAA" } else { "A" }),
         }
     }
@@ -393,13 +424,56 @@ impl Config {
                     cert_expiry_warn: h.cert_expiry_warn.map(|d| d.0),
                 })
             }
-            CheckConfig::Grpc { port, service } => {
+            CheckConfig::Grpc {
+                port,
+                service,
+                tls,
+                host,
+                tls_verify,
+                ca_file,
+            } => {
                 if *port == 0 {
                     return Err(self.invalid(&format!("{key}.port"), "expected a port from 1 to 65535, got 0"));
                 }
+                let tls = if *tls {
+                    if let Some(h) = host {
+                        if !valid_hostname(h) && h.parse::<std::net::IpAddr>().is_err() {
+                            return Err(self.invalid(
+                                &format!("{key}.host"),
+                                format!("expected a DNS name or an address, got {h:?}"),
+                            ));
+                        }
+                    }
+                    let ca_file = match ca_file {
+                        Some(f) => {
+                            let path = std::path::PathBuf::from(f);
+                            crate::probe::grpc::read_roots(&path)
+                                .map_err(|e| self.invalid(&format!("{key}.ca_file"), e))?;
+                            Some(path)
+                        }
+                        None => None,
+                    };
+                    Some(GrpcTls {
+                        host: host.clone(),
+                        verify: *tls_verify,
+                        ca_file,
+                    })
+                } else {
+                    for (k, set) in [
+                        ("host", host.is_some()),
+                        ("ca_file", ca_file.is_some()),
+                        ("tls_verify", !tls_verify),
+                    ] {
+                        if set {
+                            return Err(self.invalid(&format!("{key}.{k}"), "applies only with tls = true"));
+                        }
+                    }
+                    None
+                };
                 Check::Grpc {
                     port: *port,
                     service: service.clone(),
+                    tls,
                 }
             }
             CheckConfig::Dns(d) => {

@@ -204,6 +204,26 @@ fn new_check_kinds_and_conditions_are_checked_naming_the_key() {
             "pools[0].check.json[0].path",
         ),
         ("{ kind = \"grpc\", port = 0 }", "", "pools[0].check.port"),
+        (
+            "{ kind = \"grpc\", port = 50051, host = \"api.example.com\" }",
+            "",
+            "pools[0].check.host: applies only with tls = true",
+        ),
+        (
+            "{ kind = \"grpc\", port = 50051, tls = true, ca_file = \"/nonexistent/ca.pem\" }",
+            "",
+            "pools[0].check.ca_file: cannot read /nonexistent/ca.pem",
+        ),
+        (
+            "{ kind = \"grpc\", port = 50051, tls = true, host = \"bad name\" }",
+            "",
+            "pools[0].check.host: expected a DNS name or an address",
+        ),
+        (
+            "{ kind = \"tcp\", port = 80 }",
+            "recheck_interval = \"1s\"\n",
+            "pools[0].recheck_interval: expected a duration from 10ms to below the interval",
+        ),
         ("{ kind = \"dns\", name = \"bad name\" }", "", "pools[0].check.name"),
         (
             "{ kind = \"dns\", name = \"www.example.com\", type = \"MX\" }",

@@ -2,7 +2,7 @@
 //! and the scheduler that runs them for every endpoint once per interval.
 
 mod dns;
-mod grpc;
+pub mod grpc;
 mod http;
 pub mod icmp;
 pub mod scheduler;
@@ -39,9 +39,11 @@ impl Probers {
             Check::Icmp => ProbeKind::Icmp(self.pinger.clone()),
             Check::Tcp { port } => ProbeKind::Tcp(SocketAddr::new(spec.addr, *port)),
             Check::Http(h) => ProbeKind::Http(self.http.request_for(spec.addr, h)?),
-            Check::Grpc { port, service } => {
-                ProbeKind::Grpc(grpc::GrpcProbe::new(SocketAddr::new(spec.addr, *port), service)?)
-            }
+            Check::Grpc { port, service, tls } => ProbeKind::Grpc(grpc::GrpcProbe::new(
+                SocketAddr::new(spec.addr, *port),
+                service,
+                tls.as_ref(),
+            )?),
             Check::Dns(d) => ProbeKind::Dns(dns::DnsProbe::new(SocketAddr::new(spec.addr, d.port), d)?),
         };
         Ok(Probe {
