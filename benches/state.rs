@@ -85,6 +85,7 @@ fn main() {
                 up: ids.clone(),
                 down: vec![],
                 unknown: vec![],
+                warnings: Default::default(),
             };
             s.apply(
                 index,

@@ -140,6 +140,9 @@ pub enum EventKind {
     Note,
     /// An operator drained or undrained an endpoint, or paused or resumed DNS writes.
     Override,
+    /// Agents began (or stopped) warning about an endpoint without failing
+    /// it: a certificate expiring inside `cert_expiry_warn`.
+    Warning,
 }
 
 impl EventKind {
@@ -155,6 +158,7 @@ impl EventKind {
             EventKind::DnsPlan => "dns-plan",
             EventKind::Note => "note",
             EventKind::Override => "override",
+            EventKind::Warning => "warning",
         }
     }
 }

@@ -199,6 +199,7 @@ impl Proposer {
     /// naming others is refused whole; see [`crate::decide::admit`]).
     async fn heartbeat_command(&mut self) -> Command {
         let (mut up, mut down, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+        let mut warnings = BTreeMap::new();
         let abstain = self.abstaining();
         let listed = self.listed().await;
         if !abstain {
@@ -207,6 +208,9 @@ impl Proposer {
                     .iter()
                     .filter(|(id, _)| listed.as_ref().is_none_or(|l| l.contains(*id)))
                 {
+                    if let Some(w) = &e.warning {
+                        warnings.insert(id.clone(), w.clone());
+                    }
                     match e.state {
                         Health::Up => up.push(id.clone()),
                         Health::Down => down.push(id.clone()),
@@ -222,6 +226,7 @@ impl Proposer {
             up,
             down,
             unknown,
+            warnings,
         }
     }
 

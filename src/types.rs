@@ -3,6 +3,7 @@
 //! The words the payload is made of (decisions, sequence numbers, node ids)
 //! live in [`crate::model`]; this module adds the commands and openraft's types.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Cursor;
 
@@ -307,6 +308,10 @@ pub enum Command {
         up: Vec<String>,
         down: Vec<String>,
         unknown: Vec<String>,
+        /// Endpoint id → what its probes warn about without failing (a
+        /// certificate expiring soon); empty while abstaining.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        warnings: BTreeMap<String, String>,
     },
 }
 

@@ -273,6 +273,18 @@ fn slow_expiring_not_serving_and_servfail_endpoints_are_decided_down() {
         warned["warning"].as_str().unwrap().contains("within cert_expiry_warn"),
         "{warned}"
     );
+    // The agents' heartbeats carry it into the log: one history event, which
+    // the notifiers take as a trigger (`on = ["warning"]`, on by default).
+    let event = wait_for("the warning in the replicated history", LONG, || {
+        let h = c.cli_json(&["history", "--addr", c.addr(1), "--limit", "1000"]);
+        h["events"]
+            .as_array()?
+            .iter()
+            .find(|e| e["kind"] == "warning" && e["endpoint"] == fresh.as_str() && e["to"] == "warning")
+            .cloned()
+    })
+    .unwrap_or_else(|| panic!("no warning event\n{}", c.logs()));
+    assert!(event["rule"].as_str().unwrap().contains("cert_expiry_warn"), "{event}");
 
     delay.store(300, Ordering::SeqCst);
     until(&slow, "down");

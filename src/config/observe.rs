@@ -68,6 +68,9 @@ pub enum NotifyOn {
     Dns,
     /// The panic freeze, and the last record held in DNS (fail open).
     Alarm,
+    /// An endpoint's probes warn without failing (a certificate expiring
+    /// inside `cert_expiry_warn`), and, resolved, no agent warns any more.
+    Warning,
 }
 
 /// The PagerDuty Events API v2 endpoint.
@@ -112,7 +115,7 @@ pub struct NotifyConfig {
 }
 
 fn every_kind() -> Vec<NotifyOn> {
-    vec![NotifyOn::Decision, NotifyOn::Dns, NotifyOn::Alarm]
+    vec![NotifyOn::Decision, NotifyOn::Dns, NotifyOn::Alarm, NotifyOn::Warning]
 }
 
 fn five_seconds() -> Dur {

@@ -80,6 +80,7 @@ impl NotifyOn {
             NotifyOn::Decision => "decision",
             NotifyOn::Dns => "dns",
             NotifyOn::Alarm => "alarm",
+            NotifyOn::Warning => "warning",
         }
     }
 }
@@ -183,6 +184,23 @@ pub fn step(cfg: &NotifyConfig, st: &NotifierState, e: &AuditEvent) -> (Vec<Mess
                 "panic".into(),
                 NotifyOn::Alarm,
                 format!("removals resume: {}", e.rule),
+            ),
+            _ => {}
+        },
+        EventKind::Warning if wants(cfg, NotifyOn::Warning, &pool) => match e.to.as_str() {
+            "warning" => open(
+                &mut next,
+                &mut out,
+                format!("warning/{}", e.endpoint),
+                NotifyOn::Warning,
+                format!("{} warns: {}", e.endpoint, e.rule),
+            ),
+            "none" => close(
+                &mut next,
+                &mut out,
+                format!("warning/{}", e.endpoint),
+                NotifyOn::Warning,
+                format!("{}: no agent warns any more", e.endpoint),
             ),
             _ => {}
         },

@@ -78,6 +78,7 @@ fn pagerduty_body(routing_key: &str, m: &Message, node: u64) -> Value {
         crate::config::NotifyOn::Decision => "critical",
         crate::config::NotifyOn::Dns => "error",
         crate::config::NotifyOn::Alarm => "warning",
+        crate::config::NotifyOn::Warning => "warning",
     };
     let mut summary = m.summary.clone();
     // PagerDuty's limit on the summary.

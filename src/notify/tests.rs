@@ -175,3 +175,41 @@ fn reminders_repeat_in_log_time_with_stable_ids() {
     c.repeat_every = None;
     assert!(reminders(&c, &st, u64::MAX).0.is_empty());
 }
+
+#[test]
+fn a_certificate_warning_triggers_once_and_resolves_when_no_agent_warns() {
+    let mut c = cfg();
+    c.on.push(NotifyOn::Warning);
+    let events = [
+        event(
+            1,
+            EventKind::Warning,
+            "web/10.0.0.1",
+            "none",
+            "warning",
+            "agent 1: expires within cert_expiry_warn",
+        ),
+        event(
+            2,
+            EventKind::Warning,
+            "web/10.0.0.1",
+            "warning",
+            "none",
+            "no agent warns",
+        ),
+    ];
+    let (m, st) = run(&c, &events);
+    let got: Vec<_> = m.iter().map(|m| (m.action, m.key.as_str(), m.class)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (Action::Trigger, "warning/web/10.0.0.1", NotifyOn::Warning),
+            (Action::Resolve, "warning/web/10.0.0.1", NotifyOn::Warning),
+        ]
+    );
+    assert!(m[0].summary.contains("cert_expiry_warn"), "{}", m[0].summary);
+    assert!(st.open.is_empty());
+    // A notifier that does not ask for warnings hears nothing of them.
+    let (m, _) = run(&cfg(), &events);
+    assert!(m.is_empty(), "{m:?}");
+}

@@ -250,6 +250,7 @@ impl AppState {
         for id in retired {
             self.endpoints.remove(&id);
             self.observations.remove(&id);
+            self.warnings.remove(&id);
             let note = Note::change(
                 &id,
                 "retiring",

@@ -142,6 +142,9 @@ pub struct AppState {
     /// Each notifier's delivery position and open alerts, by notifier name.
     #[serde(default)]
     pub notifiers: BTreeMap<String, NotifierState>,
+    /// Endpoint id → agent → what the agent's probes warn about.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub warnings: BTreeMap<String, BTreeMap<NodeId, String>>,
 }
 
 /// Where a notifier stands: every history event up to `position` was
@@ -314,8 +317,10 @@ impl AppState {
                 up,
                 down,
                 unknown,
+                warnings,
             } => {
                 self.record_report(*agent, *seq, *abstain);
+                self.record_warnings(index, *agent, warnings);
                 for (list, status) in [(up, Health::Up), (down, Health::Down), (unknown, Health::Unknown)] {
                     for endpoint in list {
                         self.observe(endpoint, *agent, status, None, index);
@@ -394,6 +399,41 @@ impl AppState {
                 Health::Down => o.downs += 1,
                 Health::Up => o.ups += 1,
                 Health::Unknown => {}
+            }
+        }
+    }
+
+    /// Replaces one agent's warnings; an endpoint's first warning and the
+    /// end of its last are history events (the notifiers' triggers).
+    fn record_warnings(&mut self, index: u64, agent: NodeId, warnings: &BTreeMap<String, String>) {
+        let ids: BTreeSet<String> = self
+            .warnings
+            .keys()
+            .chain(warnings.keys())
+            .filter(|id| self.endpoints.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in ids {
+            let per_agent = self.warnings.entry(id.clone()).or_default();
+            let before = per_agent.is_empty();
+            match warnings.get(&id) {
+                Some(w) => per_agent.insert(agent, w.clone()),
+                None => per_agent.remove(&agent),
+            };
+            let after = per_agent.is_empty();
+            if after {
+                self.warnings.remove(&id);
+            }
+            match (before, after, warnings.get(&id)) {
+                (true, false, Some(w)) => {
+                    let rule = format!("agent {agent}: {w}");
+                    self.event(index, EventKind::Warning, Note::change(&id, "none", "warning", &rule));
+                }
+                (false, true, _) => {
+                    let rule = format!("agent {agent} no longer warns, nor does any other");
+                    self.event(index, EventKind::Warning, Note::change(&id, "warning", "none", &rule));
+                }
+                _ => {}
             }
         }
     }

@@ -165,6 +165,7 @@ fn heartbeat_confirms_without_resetting_since() {
             up: vec!["web/10.0.0.1".into()],
             down: vec!["web/10.0.0.2".into()],
             unknown: vec![],
+            warnings: Default::default(),
         },
     };
     assert!(s.apply(3, &hb, &voters()).accepted);
@@ -172,6 +173,60 @@ fn heartbeat_confirms_without_resetting_since() {
     assert_eq!((o.since_ms, o.reported_ms), (100, 5000));
     assert_eq!(s.observations["web/10.0.0.2"][&1].status, Health::Down);
     assert_eq!(s.agents[&1].last_seen_ms, 5000);
+}
+
+#[test]
+fn warnings_open_with_the_first_agent_and_close_with_the_last() {
+    let mut s = with_catalog();
+    let ep = "web/10.0.0.1";
+    let hb = |agent: u64, n: u64, t: u64, warning: Option<&str>| Proposal {
+        origin: agent,
+        log_time_ms: t,
+        command: Command::Heartbeat {
+            agent,
+            seq: Seq { boot: 1, n },
+            abstain: false,
+            up: vec![ep.into()],
+            down: vec![],
+            unknown: vec![],
+            warnings: warning.map(|w| (ep.to_string(), w.to_string())).into_iter().collect(),
+        },
+    };
+    let warnings = |s: &AppState| -> Vec<(String, String)> {
+        s.history
+            .iter()
+            .filter(|e| e.kind == EventKind::Warning)
+            .map(|e| (e.from.clone(), e.to.clone()))
+            .collect()
+    };
+    assert!(
+        s.apply(2, &hb(1, 1, 100, Some("expires in 20 days")), &voters())
+            .accepted
+    );
+    assert!(
+        s.apply(3, &hb(2, 1, 200, Some("expires in 20 days")), &voters())
+            .accepted
+    );
+    assert_eq!(
+        warnings(&s),
+        vec![("none".to_string(), "warning".to_string())],
+        "one event for two agents"
+    );
+    assert!(s.apply(4, &hb(1, 2, 300, None), &voters()).accepted);
+    assert_eq!(warnings(&s).len(), 1, "agent 2 still warns");
+    assert!(s.apply(5, &hb(2, 2, 400, None), &voters()).accepted);
+    assert_eq!(
+        warnings(&s),
+        vec![("none".into(), "warning".into()), ("warning".into(), "none".into())]
+    );
+    assert!(s.warnings.is_empty());
+    // An endpoint the catalog does not list is not remembered.
+    let mut other = hb(1, 3, 500, None);
+    if let Command::Heartbeat { warnings, .. } = &mut other.command {
+        warnings.insert("web/192.0.2.9".into(), "stray".into());
+    }
+    s.apply(6, &other, &voters());
+    assert!(s.warnings.is_empty());
 }
 
 #[test]

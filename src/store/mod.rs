@@ -259,6 +259,7 @@ mod tests {
                             up,
                             down,
                             unknown: vec![],
+                            warnings: Default::default(),
                         };
                         normal(index, *agent, now, command)
                     }
