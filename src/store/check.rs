@@ -367,6 +367,9 @@ fn open_sled(d: &Dir<'_>, path: &Path) -> Result<sled::Db, Damage> {
             .path(path)
             .mode(sled::Mode::LowSpace)
             .cache_capacity(16 * 1024 * 1024)
+            // Every write is flushed explicitly before it is acknowledged;
+            // sled's own timer would only wake the process twice a second.
+            .flush_every_ms(None)
             .open()
     });
     match opened {
