@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{wait_for, Cluster, Port};
+use common::{observation as obs, wait_for, Cluster, Port};
 use serde_json::Value;
 use vantage::agent::ProposeError;
 use vantage::codec::ForwardRequest;
@@ -23,14 +23,6 @@ const OTHER: &str = "web/127.0.47.201";
 /// The endpoint as node `node` reports it.
 fn endpoint(c: &Cluster, node: u64, id: &str) -> Option<Value> {
     c.endpoint(node, id)
-}
-
-fn obs(ep: &Value, agent: u64) -> Option<Value> {
-    ep["observations"]
-        .as_array()?
-        .iter()
-        .find(|o| o["agent"] == agent)
-        .cloned()
 }
 
 /// Sends a forged or odd proposal to the leader's internal Forward RPC.

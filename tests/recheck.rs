@@ -7,18 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{wait_for, Cluster, Port};
+use common::{observation as obs, wait_for, Cluster, Port};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(30);
-
-fn obs(ep: &Value, agent: u64) -> Option<Value> {
-    ep["observations"]
-        .as_array()?
-        .iter()
-        .find(|o| o["agent"] == agent)
-        .cloned()
-}
 
 fn history(c: &Cluster, node: u64) -> Vec<Value> {
     c.cli_json(&["history", "--addr", c.addr(node), "--limit", "1000"])["events"]

@@ -472,6 +472,15 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
     }
 }
 
+/// Agent `agent`'s observation in an endpoint as `endpoints --json` shows it.
+pub fn observation(ep: &Value, agent: u64) -> Option<Value> {
+    ep["observations"]
+        .as_array()?
+        .iter()
+        .find(|o| o["agent"] == agent)
+        .cloned()
+}
+
 pub fn voters(status: &Value) -> Vec<u64> {
     status["members"]
         .as_array()
