@@ -35,6 +35,10 @@
 //! - [`types`]: the log payload ([`types::Command`]) and the Raft type configuration.
 //! - [`catalog`]: the versioned cluster catalog: the first leader's, then only a
 //!   higher `catalog_version`; a lagging file is reported as drift.
+//! - [`tick`]: the leader's timers in log time: a `Tick` entry when a
+//!   hold-down or a maintenance window ends.
+//! - [`hint`]: an agent tells its peers which endpoints it suspects, so they
+//!   recheck at once (cooperative confirmation).
 //! - [`reload`]: SIGHUP re-reads the configuration file.
 //! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz` and the status page.
 //! - [`notify`]: webhooks, Slack and PagerDuty, sent by the leader from the
