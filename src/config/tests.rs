@@ -117,7 +117,7 @@ fn http_and_notify_settings_are_checked_naming_the_key() {
     .unwrap();
     assert_eq!(ok.http.listen.as_deref(), Some("127.0.0.1:9464"));
     assert!(ok.http.client_cert, "client certificates are asked for by default");
-    assert_eq!(ok.notify[0].on.len(), 3, "every class by default");
+    assert_eq!(ok.notify[0].on.len(), 4, "every class by default");
     assert!(ok.notify[0].send_on_resolved);
     let cases = [
         ("[http]\nlisten = \"10.0.0.5:9464\"\n", "http.listen: 10.0.0.5:9464 is not a loopback address"),
