@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, InitializeError, InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -93,7 +95,20 @@ pub type RaftApiError<E> = RaftError<NodeId, E>;
 impl Agent {
     /// Opens storage under `config.data_dir` and starts Raft. Does not serve anything.
     pub async fn start(config: Config, connector: Connector, clock: Arc<dyn Clock>) -> Result<Arc<Agent>, StartError> {
-        let (log, sm) = store::open(&config.data_dir)?;
+        Self::start_watched(config, connector, clock, None).await
+    }
+
+    /// Like [`Agent::start`], and calls `watch` after every applied entry.
+    pub async fn start_watched(
+        config: Config,
+        connector: Connector,
+        clock: Arc<dyn Clock>,
+        watch: Option<store::ApplyWatch>,
+    ) -> Result<Arc<Agent>, StartError> {
+        let (log, mut sm) = store::open(&config.data_dir)?;
+        if let Some(w) = watch {
+            sm.set_watch(w);
+        }
         let stores = (log.clone(), sm.clone());
         let shared = sm.shared();
         let applied = sm.applied_notify();
@@ -170,6 +185,12 @@ impl Agent {
     pub async fn read<R>(&self, f: impl FnOnce(&SmData) -> R) -> R {
         let sm = self.sm.read().await;
         f(&sm)
+    }
+
+    /// Reads the state without waiting, from outside any runtime (the
+    /// simulator between two steps); None while a write holds it.
+    pub fn read_now<R>(&self, f: impl FnOnce(&SmData) -> R) -> Option<R> {
+        self.sm.try_read().ok().map(|sm| f(&sm))
     }
 
     /// Notified after every batch of entries the state machine applies.

@@ -100,7 +100,7 @@ use tokio::net::TcpListener;
 use crate::agent::{Agent, StartError};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::grpc::ServeError;
+use crate::grpc::{Listener, ServeError};
 use crate::network::Connector;
 
 /// A failure of a running agent.
@@ -131,6 +131,41 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
     let agent = Agent::start(config, connector, clock.clone()).await?;
+    let provider = dns::from_config(agent.config()).map_err(RunError::Dns)?;
+    let wiring = Wiring {
+        listener: Listener::Tcp(listener),
+        clock,
+        provider,
+        sighup: true,
+    };
+    serve_agent(agent, wiring, shutdown).await
+}
+
+/// What a started agent is served with, besides its configuration.
+pub struct Wiring {
+    /// Where peers and operators connect.
+    pub listener: Listener,
+    /// The wall clock the leader stamps entries with.
+    pub clock: Arc<dyn Clock>,
+    /// The DNS provider the leader writes to (None: decisions only).
+    pub provider: Option<Arc<dyn dns::Provider>>,
+    /// Re-read the configuration file on SIGHUP (a simulation has no signals).
+    pub sighup: bool,
+}
+
+/// Serves a started `agent` (probes, proposals, the reconciler, the leader's
+/// loops and the gRPC services) until `shutdown` completes or Raft stops.
+pub async fn serve_agent(
+    agent: Arc<Agent>,
+    wiring: Wiring,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let Wiring {
+        listener,
+        clock,
+        provider,
+        sighup,
+    } = wiring;
     tracing::info!(node = agent.id(), addr = %agent.addr(), "agent started");
     let tls_watch = match agent.connector().tls() {
         Some(tls) => {
@@ -151,7 +186,7 @@ pub async fn run(
     let catalog = tokio::spawn(catalog::maintain(agent.clone()));
     let ticks = tokio::spawn(tick::run(agent.clone(), clock.clone()));
     let observer = Arc::new(propose::Observer::start(agent.clone(), clock).await?);
-    let reconciler = match dns::from_config(agent.config()).map_err(RunError::Dns)? {
+    let reconciler = match provider {
         Some(provider) => {
             let r = Arc::new(reconcile::Reconciler::new(agent.clone(), provider));
             tracing::info!(provider = %r.describe(), dry_run = r.dry_run, "DNS reconciler ready (writes only while leader)");
@@ -163,7 +198,8 @@ pub async fn run(
         }
     };
     let reconcile_task = reconciler.clone().map(|r| tokio::spawn(r.run()));
-    let reload_task = tokio::spawn(reload::on_sighup(agent.clone(), observer.clone(), reconciler.clone()));
+    let reload_task =
+        sighup.then(|| tokio::spawn(reload::on_sighup(agent.clone(), observer.clone(), reconciler.clone())));
     let http_task = http::bind(&agent)
         .await
         .map_err(RunError::Http)?
@@ -183,7 +219,9 @@ pub async fn run(
     tracing::info!(node = agent.id(), "shutting down");
     catalog.abort();
     ticks.abort();
-    reload_task.abort();
+    if let Some(t) = reload_task {
+        t.abort();
+    }
     notify_task.abort();
     leader_changes.abort();
     if let Some(t) = http_task {

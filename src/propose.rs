@@ -35,7 +35,7 @@ pub struct Observer {
     /// How ICMP probes are sent (datagram or raw sockets, per family).
     pub icmp: String,
     /// When this agent's latest heartbeat was committed (for `/readyz`).
-    pub last_heartbeat: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    pub last_heartbeat: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
     task: tokio::task::JoinHandle<()>,
     /// Tells the peers which endpoints this agent suspects.
     hints: tokio::task::JoinHandle<()>,
@@ -66,7 +66,10 @@ impl Observer {
         };
         let specs = config.endpoints().map_err(|e| err(e.to_string()))?;
         let control = config.control_targets().map_err(|e| err(e.to_string()))?;
-        let probers = Probers::new().await;
+        let probers = match agent.connector().dialer() {
+            Some(d) => Probers::simulated(d.clone()).await,
+            None => Probers::new().await,
+        };
         let icmp = probers.pinger.describe();
         tracing::info!("{icmp}");
         let (tx, rx) = mpsc::unbounded_channel();
@@ -117,7 +120,7 @@ impl Observer {
 
 struct Proposer {
     agent: Arc<Agent>,
-    last_heartbeat: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    last_heartbeat: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
     seq: Seq,
     view: LocalView,
     control: LocalView,
@@ -280,7 +283,7 @@ impl Proposer {
             if heartbeat_due || abstain_dirty && self.abstaining() {
                 let hb = self.heartbeat_command().await;
                 if self.propose(hb).await {
-                    *self.last_heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+                    *self.last_heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
                     heartbeat_due = false;
                     abstain_dirty = false;
                     if !self.abstaining() {

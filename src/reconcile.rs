@@ -15,7 +15,9 @@ use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::agent::Agent;
 use crate::dns::{self, Change, Existing, Outcome, Owned, Provider, ProviderError};
@@ -555,7 +557,7 @@ impl Reconciler {
                 }
                 _ = notified => {}
                 r = metrics.changed() => if r.is_err() { return },
-                _ = tokio::time::sleep_until(due.max(Instant::now() + Duration::from_millis(50)).into()) => {}
+                _ = tokio::time::sleep_until(due.max(Instant::now() + Duration::from_millis(50))) => {}
             }
         }
     }

@@ -36,7 +36,97 @@ openraft::declare_raft_types!(
         Node = Peer,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = Runtime,
 );
+
+/// openraft on tokio, as openraft's own `TokioRuntime`, except where the
+/// randomised election timeouts come from: fastrand's generator of the
+/// calling thread, which the simulator seeds (`fastrand::seed`), so that one
+/// seed gives one run. In an agent the generator is seeded from the
+/// operating system as usual.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Runtime;
+
+/// The thread's fastrand generator seen through `rand`'s interface.
+pub struct ThreadRng;
+
+impl rand::RngCore for ThreadRng {
+    fn next_u32(&mut self) -> u32 {
+        fastrand::u32(..)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        fastrand::u64(..)
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        fastrand::fill(dest)
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
+        fastrand::fill(dest);
+        Ok(())
+    }
+}
+
+impl openraft::AsyncRuntime for Runtime {
+    type JoinError = tokio::task::JoinError;
+    type JoinHandle<T: openraft::OptionalSend + 'static> = tokio::task::JoinHandle<T>;
+    type Sleep = tokio::time::Sleep;
+    type Instant = tokio::time::Instant;
+    type TimeoutError = tokio::time::error::Elapsed;
+    type Timeout<R, T: std::future::Future<Output = R> + openraft::OptionalSend> = tokio::time::Timeout<T>;
+    type ThreadLocalRng = ThreadRng;
+    type OneshotSender<T: openraft::OptionalSend> = openraft::async_runtime::TokioOneShotSender<T>;
+    type OneshotReceiver<T: openraft::OptionalSend> = tokio::sync::oneshot::Receiver<T>;
+    type OneshotReceiverError = tokio::sync::oneshot::error::RecvError;
+
+    fn spawn<T>(future: T) -> Self::JoinHandle<T::Output>
+    where
+        T: std::future::Future + openraft::OptionalSend + 'static,
+        T::Output: openraft::OptionalSend + 'static,
+    {
+        tokio::task::spawn(future)
+    }
+
+    fn sleep(duration: std::time::Duration) -> Self::Sleep {
+        tokio::time::sleep(duration)
+    }
+
+    fn sleep_until(deadline: Self::Instant) -> Self::Sleep {
+        tokio::time::sleep_until(deadline)
+    }
+
+    fn timeout<R, F: std::future::Future<Output = R> + openraft::OptionalSend>(
+        duration: std::time::Duration,
+        future: F,
+    ) -> Self::Timeout<R, F> {
+        tokio::time::timeout(duration, future)
+    }
+
+    fn timeout_at<R, F: std::future::Future<Output = R> + openraft::OptionalSend>(
+        deadline: Self::Instant,
+        future: F,
+    ) -> Self::Timeout<R, F> {
+        tokio::time::timeout_at(deadline, future)
+    }
+
+    fn is_panic(join_error: &Self::JoinError) -> bool {
+        join_error.is_panic()
+    }
+
+    fn thread_rng() -> Self::ThreadLocalRng {
+        ThreadRng
+    }
+
+    fn oneshot<T>() -> (Self::OneshotSender<T>, Self::OneshotReceiver<T>)
+    where
+        T: openraft::OptionalSend,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (openraft::async_runtime::TokioOneShotSender(tx), rx)
+    }
+}
 
 /// The Raft instance type used throughout the crate.
 pub type Raft = openraft::Raft<TypeConfig>;

@@ -36,19 +36,19 @@ pub const NOTES_PER_SECOND: f64 = 1_000.0;
 
 /// A token bucket over the notes committed through one node.
 struct RateLimit {
-    bucket: std::sync::Mutex<(f64, std::time::Instant)>,
+    bucket: std::sync::Mutex<(f64, tokio::time::Instant)>,
 }
 
 impl RateLimit {
     fn new() -> RateLimit {
         RateLimit {
-            bucket: std::sync::Mutex::new((NOTE_BURST, std::time::Instant::now())),
+            bucket: std::sync::Mutex::new((NOTE_BURST, tokio::time::Instant::now())),
         }
     }
 
     fn allow(&self) -> bool {
         let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         let refill = now.duration_since(b.1).as_secs_f64() * NOTES_PER_SECOND;
         *b = ((b.0 + refill).min(NOTE_BURST), now);
         if b.0 < 1.0 {

@@ -14,7 +14,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 use tonic::{Request, Status};
@@ -30,6 +29,7 @@ use crate::proto::v1::history_server::HistoryServer;
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::reconcile::Reconciler;
 
+pub use incoming::{Accepted, Listener};
 pub use status::{FORWARDED_HEADER, LEADER_HEADER};
 
 /// Failure to serve.
@@ -48,7 +48,7 @@ pub async fn serve(
     agent: Arc<Agent>,
     observer: Arc<Observer>,
     reconciler: Option<Arc<Reconciler>>,
-    listener: TcpListener,
+    listener: Listener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let max = agent.config().raft.max_message_bytes;
@@ -84,6 +84,18 @@ pub async fn serve(
         .add_service(dns)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
+    let listener = match listener {
+        Listener::Tcp(l) => l,
+        Listener::Accepted(_) if agent.connector().tls().is_some() => {
+            return Err(ServeError::Listener(
+                "a listener of accepted connections serves plaintext only".into(),
+            ))
+        }
+        Listener::Accepted(incoming) => {
+            router.serve_with_incoming_shutdown(incoming, shutdown).await?;
+            return Ok(());
+        }
+    };
     match agent.connector().tls().cloned() {
         Some(tls) => {
             let handshake = agent.config().raft.connect_timeout.0.max(Duration::from_secs(5));

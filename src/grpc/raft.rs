@@ -151,9 +151,7 @@ impl Raft for RaftService {
         if !started.is_empty() {
             tracing::debug!(from = hint.sender, endpoints = ?started, "peer suspects endpoints: probing them now");
         }
-        Ok(Response::new(RaftMessage {
-            payload: Vec::new().into(),
-        }))
+        Ok(Response::new(RaftMessage { payload: Vec::new() }))
     }
 
     async fn read_index(&self, req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {

@@ -6,7 +6,9 @@ mod raft;
 mod vouch;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +35,17 @@ pub struct Connector {
     local_ip: Option<IpAddr>,
     /// This holder's certificate and the cluster CA; None for plaintext.
     tls: Option<Arc<Tls>>,
+    /// Opens connections in place of the operating system (a simulated network).
+    dialer: Option<Arc<dyn Dial>>,
+}
+
+/// A connection being opened.
+pub type Dialing = Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Io>>> + Send>>;
+
+/// Opens TCP connections. The operating system's sockets unless one is given
+/// with [`Connector::with_dialer`]: the simulator's network, for one.
+pub trait Dial: Send + Sync + 'static {
+    fn dial(&self, host: String, port: u16) -> Dialing;
 }
 
 /// A peer address that cannot be turned into a gRPC endpoint.
@@ -51,7 +64,19 @@ impl Connector {
             max_message_bytes,
             local_ip: None,
             tls: None,
+            dialer: None,
         }
+    }
+
+    /// Opens every connection (to peers, and TCP checks) through `dialer`.
+    pub fn with_dialer(mut self, dialer: Arc<dyn Dial>) -> Self {
+        self.dialer = Some(dialer);
+        self
+    }
+
+    /// The dialer given with [`Connector::with_dialer`], if any.
+    pub fn dialer(&self) -> Option<&Arc<dyn Dial>> {
+        self.dialer.as_ref()
     }
 
     /// Dials every peer with mutual TLS, presenting `tls`'s certificate and
@@ -88,11 +113,12 @@ impl Connector {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
-        let ch = match (self.local_ip, self.tls.clone()) {
-            (None, None) => endpoint.connect_lazy(),
-            (local_ip, tls) => {
+        let ch = match (self.local_ip, self.tls.clone(), self.dialer.clone()) {
+            (None, None, None) => endpoint.connect_lazy(),
+            (local_ip, tls, dialer) => {
                 endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: tonic::transport::Uri| {
                     let tls = tls.clone();
+                    let dialer = dialer.clone();
                     Box::pin(async move {
                         let host = uri
                             .host()
@@ -100,9 +126,12 @@ impl Connector {
                             .trim_matches(|c| c == '[' || c == ']')
                             .to_string();
                         let port = uri.port_u16().unwrap_or(80);
-                        let stream = dial(&host, port, local_ip).await?;
+                        let stream: Box<dyn Io> = match dialer {
+                            Some(d) => d.dial(host.clone(), port).await?,
+                            None => Box::new(dial(&host, port, local_ip).await?),
+                        };
                         let io: Box<dyn Io> = match tls {
-                            None => Box::new(stream),
+                            None => stream,
                             Some(tls) => {
                                 // The verifier checks the peer's SAN URI, not this name.
                                 let unnamed = std::net::IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED);
@@ -137,7 +166,7 @@ impl Connector {
 }
 
 /// A connection, plain or TLS.
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 
 /// Connects to `host:port`, from `local_ip` when given.

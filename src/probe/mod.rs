@@ -9,10 +9,13 @@ pub mod scheduler;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::config::{Check, EndpointSpec};
 use crate::detect::Outcome;
+use crate::network::Dial;
 
 pub use scheduler::{EndpointView, LocalView, Scheduler};
 
@@ -21,6 +24,8 @@ pub use scheduler::{EndpointView, LocalView, Scheduler};
 pub struct Probers {
     pub pinger: Arc<icmp::Pinger>,
     http: Arc<http::Clients>,
+    /// TCP checks connect through it when set (a simulated network).
+    dialer: Option<Arc<dyn Dial>>,
 }
 
 impl Probers {
@@ -30,6 +35,17 @@ impl Probers {
         Probers {
             pinger,
             http: Arc::default(),
+            dialer: None,
+        }
+    }
+
+    /// Probers on a network of `dialer`'s: TCP checks connect through it, and
+    /// no ICMP socket is opened (there is no such network under it).
+    pub async fn simulated(dialer: Arc<dyn Dial>) -> Probers {
+        Probers {
+            pinger: Arc::new(icmp::Pinger::unavailable("the network is simulated")),
+            http: Arc::default(),
+            dialer: Some(dialer),
         }
     }
 
@@ -37,7 +53,7 @@ impl Probers {
     pub fn probe_for(&self, spec: &EndpointSpec) -> Result<Probe, String> {
         let kind = match &spec.check {
             Check::Icmp => ProbeKind::Icmp(self.pinger.clone()),
-            Check::Tcp { port } => ProbeKind::Tcp(SocketAddr::new(spec.addr, *port)),
+            Check::Tcp { port } => ProbeKind::Tcp(SocketAddr::new(spec.addr, *port), self.dialer.clone()),
             Check::Http(h) => ProbeKind::Http(self.http.request_for(spec.addr, h)?),
             Check::Grpc { port, service, tls } => ProbeKind::Grpc(grpc::GrpcProbe::new(
                 SocketAddr::new(spec.addr, *port),
@@ -57,7 +73,7 @@ impl Probers {
 
 enum ProbeKind {
     Icmp(Arc<icmp::Pinger>),
-    Tcp(SocketAddr),
+    Tcp(SocketAddr, Option<Arc<dyn Dial>>),
     Http(http::HttpProbe),
     Grpc(grpc::GrpcProbe),
     Dns(dns::DnsProbe),
@@ -110,7 +126,14 @@ impl Probe {
                 .await
                 .map(|_| None)
                 .map_err(|e| e.to_string()),
-            ProbeKind::Tcp(sa) => {
+            ProbeKind::Tcp(sa, Some(dialer)) => {
+                dialer
+                    .dial(sa.ip().to_string(), sa.port())
+                    .await
+                    .map_err(|e| format!("tcp connect to {sa}: {e}"))?;
+                Ok(None)
+            }
+            ProbeKind::Tcp(sa, None) => {
                 let stream = tokio::net::TcpStream::connect(sa)
                     .await
                     .map_err(|e| format!("tcp connect to {sa}: {e}"))?;

@@ -74,7 +74,7 @@ impl LogStore {
     }
 
     async fn flush(&self) -> Result<(), StorageError> {
-        self.db.flush_async().await.map_err(io_err)?;
+        super::flush(&self.db).await.map_err(io_err)?;
         Ok(())
     }
 }
@@ -133,8 +133,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.meta
             .insert(VOTE, bytes)
             .map_err(|e| StorageIOError::write_vote(&e))?;
-        self.db
-            .flush_async()
+        super::flush(&self.db)
             .await
             .map_err(|e| StorageIOError::write_vote(&e))?;
         let vote = *vote;
@@ -182,9 +181,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.log.apply_batch(batch).map_err(io_err)?;
         // sled first, then the guard: the guard never claims more than sled holds.
-        let flushed = self
-            .db
-            .flush_async()
+        let flushed = super::flush(&self.db)
             .await
             .map(|_| ())
             .map_err(std::io::Error::other)

@@ -17,7 +17,30 @@ use std::sync::{Arc, Mutex};
 pub use check::{check_stopped, without_panic, CheckError, Damage, Facts, RECOVERY, SLED_DIR};
 pub use guard::{Guard, Promised, GUARD_FILE};
 pub use log::LogStore;
-pub use sm::{SmData, StateMachineStore};
+pub use sm::{ApplyWatch, SmData, StateMachineStore};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Flushes block the calling thread instead of waiting for sled's own.
+static FLUSH_IN_PLACE: AtomicBool = AtomicBool::new(false);
+
+/// Makes every flush of this process block its caller (`db.flush()`) rather
+/// than await sled's flusher (`flush_async`). For the simulator: its agents
+/// share one thread and a virtual clock, which would run on while a flush
+/// completes elsewhere, so the same seed would not give the same run. An
+/// agent never calls this.
+pub fn flush_in_place(on: bool) {
+    FLUSH_IN_PLACE.store(on, Ordering::Relaxed);
+}
+
+/// Flushes `db` to disk, as [`flush_in_place`] says.
+pub(crate) async fn flush(db: &sled::Db) -> sled::Result<usize> {
+    if FLUSH_IN_PLACE.load(Ordering::Relaxed) {
+        db.flush()
+    } else {
+        db.flush_async().await
+    }
+}
 
 /// Errors opening the database.
 #[derive(Debug, thiserror::Error)]

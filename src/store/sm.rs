@@ -25,6 +25,11 @@ pub struct SmData {
     pub app: AppState,
 }
 
+/// Called after every applied entry (and every installed snapshot) with its
+/// log index, the voters in force and the state as of that index: the
+/// simulator checks its safety rules there, at every step of every replica.
+pub type ApplyWatch = Arc<dyn Fn(u64, &BTreeSet<NodeId>, &AppState) + Send + Sync>;
+
 /// The openraft state machine; cheap to clone (shares the data and the tree).
 #[derive(Clone)]
 pub struct StateMachineStore {
@@ -37,6 +42,7 @@ pub struct StateMachineStore {
     built: Arc<AtomicU64>,
     /// Notified after every applied batch (history watchers wait on it).
     applied: Arc<tokio::sync::Notify>,
+    watch: Option<ApplyWatch>,
 }
 
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -64,12 +70,18 @@ impl StateMachineStore {
             guard,
             built: Arc::new(AtomicU64::new(0)),
             applied: Arc::new(tokio::sync::Notify::new()),
+            watch: None,
         };
         if let Some((meta, bytes)) = store.load_snapshot().map_err(|e| e.to_string())? {
             let restored = Self::restore(&meta, &bytes).map_err(|e| e.to_string())?;
             *store.data.try_write().map_err(|e| e.to_string())? = restored;
         }
         Ok(store)
+    }
+
+    /// Calls `watch` after every entry applied from now on.
+    pub fn set_watch(&mut self, watch: ApplyWatch) {
+        self.watch = Some(watch);
     }
 
     /// The state shared with the query path.
@@ -121,7 +133,7 @@ impl StateMachineStore {
         batch.insert(SNAP_META, serde_json::to_vec(meta).map_err(snap_err)?);
         batch.insert(SNAP_DATA, data);
         self.snapshots.apply_batch(batch).map_err(snap_err)?;
-        self.db.flush_async().await.map_err(snap_err)?;
+        super::flush(&self.db).await.map_err(snap_err)?;
         let covered = meta.last_log_id;
         self.guard
             .lock()
@@ -193,6 +205,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     }
                 }
             };
+            if let Some(w) = &self.watch {
+                w(entry.log_id.index, &voters, &sm.app);
+            }
             replies.push(reply);
         }
         drop(sm);
@@ -217,6 +232,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let bytes = snapshot.into_inner();
         let restored = Self::restore(meta, &bytes).map_err(sm_err)?;
         self.save_snapshot(meta, &bytes).await?;
+        if let Some(w) = &self.watch {
+            let voters = restored.last_membership.membership().voter_ids().collect();
+            w(meta.last_log_id.map_or(0, |l| l.index), &voters, &restored.app);
+        }
         *self.data.write().await = restored;
         self.applied.notify_waiters();
         Ok(())

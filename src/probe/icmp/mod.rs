@@ -193,6 +193,18 @@ impl Pinger {
         Self::with_mode(SocketMode::Auto).await
     }
 
+    /// A pinger with no socket: every ping fails, saying `why`.
+    pub fn unavailable(why: &str) -> Pinger {
+        let family = || Family {
+            kind: SocketKind::Unavailable(why.to_string()),
+            engine: None,
+        };
+        Pinger {
+            v4: family(),
+            v6: family(),
+        }
+    }
+
     /// Like [`Pinger::new`] but restricted to the given socket kinds.
     pub async fn with_mode(mode: SocketMode) -> Pinger {
         let (v4, v6) = (open_family(false, mode), open_family(true, mode));
