@@ -150,6 +150,15 @@ impl Connector {
         Ok(ch)
     }
 
+    /// Drops the cached channel to `addr`: the next call dials a new
+    /// connection. For a connection that stopped carrying anything (its
+    /// segments lost, the peer's side wedged) while new ones would work:
+    /// HTTP/2 keep-alive notices that only after its interval and timeout,
+    /// and not at all while the peer's own pings keep arriving.
+    pub fn forget(&self, addr: &str) {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(addr);
+    }
+
     /// Client of a peer's internal Raft service.
     pub fn raft_client(&self, addr: &str) -> Result<RaftClient<Channel>, BadAddress> {
         Ok(RaftClient::new(self.channel(addr)?)

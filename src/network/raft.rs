@@ -42,6 +42,9 @@ impl PeerNetworkFactory {
     }
 }
 
+/// Timeouts in a row after which a peer's connection is replaced.
+pub const REDIAL_AFTER_TIMEOUTS: u32 = 2;
+
 /// How often a peer that keeps failing is mentioned in the log.
 pub const FAILURE_SUMMARY_EVERY: Duration = Duration::from_secs(30);
 
@@ -109,6 +112,8 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
             target,
             addr: node.addr.clone(),
             client: self.connector.raft_client(&node.addr),
+            connector: self.connector.clone(),
+            timeouts: 0,
             rpc_timeout: self.rpc_timeout,
             health: self.health.clone(),
         }
@@ -120,6 +125,10 @@ pub struct PeerNetwork {
     target: NodeId,
     addr: String,
     client: Result<RaftClient<Channel>, super::BadAddress>,
+    connector: Connector,
+    /// RPCs in a row that timed out; at [`REDIAL_AFTER_TIMEOUTS`] the
+    /// connection is replaced.
+    timeouts: u32,
     rpc_timeout: Duration,
     health: Arc<Mutex<BTreeMap<NodeId, Failing>>>,
 }
@@ -138,8 +147,18 @@ impl PeerNetwork {
     }
 
     /// Maps a transport failure: a peer we cannot reach makes openraft back off;
-    /// anything else is retried at once.
-    fn status_err<E: std::error::Error>(&self, status: tonic::Status) -> RpcErr<E> {
+    /// anything else is retried at once. Timeouts in a row replace the
+    /// connection: a peer that answers others but not this one is most
+    /// likely behind a wedged connection, which a new one gets past.
+    fn status_err<E: std::error::Error>(&mut self, status: tonic::Status) -> RpcErr<E> {
+        let timed_out = matches!(status.code(), tonic::Code::Cancelled | tonic::Code::DeadlineExceeded);
+        self.timeouts = if timed_out { self.timeouts + 1 } else { 0 };
+        if self.timeouts >= REDIAL_AFTER_TIMEOUTS {
+            tracing::debug!(target = self.target, addr = %self.addr, "RPCs keep timing out: dialing a new connection");
+            self.connector.forget(&self.addr);
+            self.client = self.connector.raft_client(&self.addr);
+            self.timeouts = 0;
+        }
         let err = PeerError {
             addr: self.addr.clone(),
             target: self.target,
@@ -159,7 +178,8 @@ impl PeerNetwork {
         }
     }
 
-    fn answered(&self) {
+    fn answered(&mut self) {
+        self.timeouts = 0;
         record(&self.health, self.target, &self.addr, None);
     }
 

@@ -17,9 +17,17 @@ struct Prev {
     panic: bool,
 }
 
+/// FNV-1a of the state's JSON.
+fn state_hash(app: &AppState) -> u64 {
+    let bytes = serde_json::to_vec(app).unwrap_or_default();
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// Collects violations of the safety rules.
 pub struct Checker {
-    /// Index → (state digest, the first node that applied it).
+    /// Index → (hash of the whole serialised state, the first node that applied it).
     pub digests: BTreeMap<u64, (u64, NodeId)>,
     prev: BTreeMap<NodeId, Prev>,
     pub violations: Vec<String>,
@@ -61,20 +69,18 @@ impl Checker {
                 app.digest, app.log_time_ms
             ));
         }
-        // Replicas that applied the same index hold the same state.
+        // Replicas that applied the same index hold the same state, byte for
+        // byte: the hash of the serialised state (maps are ordered, so equal
+        // states serialise alike), which covers the entry digest chain too.
+        let hash = state_hash(app);
         match self.digests.get(&index) {
-            Some((d, first)) if *d != app.digest => {
-                let first = *first;
-                let d = *d;
-                self.violation(
-                    node,
-                    index,
-                    format!("state digest {:016x}, node {first} had {d:016x}", app.digest),
-                );
+            Some((d, first)) if *d != hash => {
+                let (d, first) = (*d, *first);
+                self.violation(node, index, format!("state hash {hash:016x}, node {first} had {d:016x} at this index"));
             }
             Some(_) => {}
             None => {
-                self.digests.insert(index, (app.digest, node));
+                self.digests.insert(index, (hash, node));
             }
         }
         let quorum = voters.len() / 2 + 1;

@@ -12,10 +12,10 @@ use vantage::dns::{Change, Existing, Outcome, Owned, Provider, ProviderError, Re
 pub struct DnsWorld {
     records: BTreeMap<(String, String), Existing>,
     next_id: u64,
-    /// The highest term that has written, and when it first did.
-    max_term: u64,
-    /// Term → the node that wrote in it.
-    writers: BTreeMap<u64, u64>,
+    /// The greatest leader id (term, node) that has written. openraft orders
+    /// leaders by term, then node id (two candidates of one term may each win
+    /// in turn), so that pair is the fencing token, not the term alone.
+    max_leader: (u64, u64),
     /// Hostnames that have held records (they must never hold none again).
     held: BTreeSet<String>,
     /// Endpoint address → when it died, until its records are deleted.
@@ -38,8 +38,7 @@ impl DnsWorld {
         DnsWorld {
             records: BTreeMap::new(),
             next_id: 1,
-            max_term: 0,
-            writers: BTreeMap::new(),
+            max_leader: (0, 0),
             held: BTreeSet::new(),
             deaths: BTreeMap::new(),
             error: 0.0,
@@ -77,28 +76,18 @@ impl DnsWorld {
         if self.rng.f64() < self.error {
             return Err(ProviderError::Transient("simulated: 503 before any change".into()));
         }
-        if term < self.max_term {
+        if (term, node) < self.max_leader {
             self.fenced += 1;
+            let (t, n) = self.max_leader;
             self.violations.push(format!(
-                "at {} ms node {node} wrote in term {term}, after term {} had written (refused by the fence)",
-                at.as_millis(),
-                self.max_term
+                "at {} ms node {node} wrote as leader of term {term}, after node {n} had written as leader of term {t} (refused by the fence)",
+                at.as_millis()
             ));
             return Err(ProviderError::Permanent(format!(
-                "fenced: term {term} is older than term {}",
-                self.max_term
+                "fenced: leader {term}/{node} is older than {t}/{n}"
             )));
         }
-        match self.writers.get(&term) {
-            Some(w) if *w != node => self.violations.push(format!(
-                "at {} ms node {node} wrote in term {term}, in which node {w} had written",
-                at.as_millis()
-            )),
-            _ => {
-                self.writers.insert(term, node);
-            }
-        }
-        self.max_term = term;
+        self.max_leader = (term, node);
         let mut out = Vec::new();
         for c in changes {
             match c {
