@@ -17,7 +17,7 @@ fn check(text: &str) -> Result<Config, ConfigError> {
 fn a_valid_file_parses_with_defaults() {
     let c = check(&base("")).unwrap();
     assert_eq!(c.advertise_addr(), "127.0.0.1:7101");
-    assert_eq!(c.raft.heartbeat_interval.0, Duration::from_millis(250));
+    assert_eq!(c.raft.heartbeat_interval.0, Duration::from_millis(500));
 }
 
 #[test]

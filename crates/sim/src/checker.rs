@@ -20,9 +20,9 @@ struct Prev {
 /// FNV-1a of the state's JSON.
 fn state_hash(app: &AppState) -> u64 {
     let bytes = serde_json::to_vec(app).unwrap_or_default();
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Collects violations of the safety rules.
@@ -76,7 +76,11 @@ impl Checker {
         match self.digests.get(&index) {
             Some((d, first)) if *d != hash => {
                 let (d, first) = (*d, *first);
-                self.violation(node, index, format!("state hash {hash:016x}, node {first} had {d:016x} at this index"));
+                self.violation(
+                    node,
+                    index,
+                    format!("state hash {hash:016x}, node {first} had {d:016x} at this index"),
+                );
             }
             Some(_) => {}
             None => {
