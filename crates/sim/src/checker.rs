@@ -33,6 +33,8 @@ pub struct Checker {
     pub violations: Vec<String>,
     pub downs_checked: u64,
     pub entries_checked: u64,
+    /// Entries applied while the panic freeze held (its rule was in play).
+    pub panic_entries: u64,
     /// Observations older than this (log time) do not count (the sim's `observation_ttl`).
     ttl_ms: u64,
     /// Every applied entry (node, index, simulated ms, digest), when asked
@@ -48,6 +50,7 @@ impl Checker {
             violations: Vec::new(),
             downs_checked: 0,
             entries_checked: 0,
+            panic_entries: 0,
             ttl_ms: 15_000,
             log: None,
         }
@@ -62,6 +65,9 @@ impl Checker {
     /// Called by `node`'s state machine after it applied `index`.
     pub fn on_apply(&mut self, node: NodeId, index: u64, voters: &BTreeSet<NodeId>, app: &AppState) {
         self.entries_checked += 1;
+        if app.panic.is_some() {
+            self.panic_entries += 1;
+        }
         if let Some(log) = &mut self.log {
             let ms = turmoil::sim_elapsed().unwrap_or_default().as_millis();
             log.push(format!(

@@ -196,12 +196,38 @@ pub struct Report {
     pub downs_checked: u64,
     /// Applied entries checked.
     pub entries_checked: u64,
+    /// Of them, applied while the panic freeze held.
+    pub panic_entries: u64,
     /// The last fault → the provider holding the decided set, ms.
     pub converged_after: Option<u64>,
     /// A hash of everything the run did (writes, elections, state digests):
     /// two runs of one seed must give the same.
     pub trace: u64,
     pub actions: usize,
+}
+
+impl Report {
+    /// One line: the verdict, the run's shape and what it exercised.
+    pub fn summary(&self, o: &Options) -> String {
+        format!(
+            "seed {}: {} | {} agents, {}, {} actions | simulated {:.0} s in {:.1} s | {} entries ({} under a panic freeze), {} downs checked, {} writes ({} fenced), {} leader changes, converged {} | trace {:016x}",
+            self.seed,
+            if self.violations.is_empty() { "ok" } else { "VIOLATION" },
+            o.agents,
+            o.profile.name(),
+            self.actions,
+            self.simulated.as_secs_f64(),
+            self.wall.as_secs_f64(),
+            self.entries_checked,
+            self.panic_entries,
+            self.downs_checked,
+            self.writes,
+            self.fenced,
+            self.leader_changes,
+            self.converged_after.map_or("never".to_string(), |ms| format!("{ms} ms after the faults")),
+            self.trace
+        )
+    }
 }
 
 /// Shared between the harness and the hosts (all on the one thread).
@@ -452,6 +478,7 @@ pub fn run(opts: &Options) -> Report {
         report.violations.append(&mut c.violations);
         report.downs_checked = c.downs_checked;
         report.entries_checked = c.entries_checked;
+        report.panic_entries = c.panic_entries;
         for (index, (digest, _)) in &c.digests {
             trace.add(&index.to_le_bytes());
             trace.add(&digest.to_le_bytes());

@@ -80,26 +80,6 @@ impl Args {
     }
 }
 
-fn line(o: &Options, r: &Report) -> String {
-    format!(
-        "seed {}: {} | {} agents, {}, {} actions | simulated {:.0} s in {:.1} s | {} entries, {} downs checked, {} writes ({} fenced), {} leader changes, converged {} | trace {:016x}",
-        r.seed,
-        if r.violations.is_empty() { "ok" } else { "VIOLATION" },
-        o.agents,
-        o.profile.name(),
-        r.actions,
-        r.simulated.as_secs_f64(),
-        r.wall.as_secs_f64(),
-        r.entries_checked,
-        r.downs_checked,
-        r.writes,
-        r.fenced,
-        r.leader_changes,
-        r.converged_after.map_or("never".to_string(), |ms| format!("{ms} ms after the faults")),
-        r.trace
-    )
-}
-
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -132,7 +112,7 @@ fn main() {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some(o) = plans.get(i) else { return };
                 let r = vantage_sim::run(o);
-                println!("{}", line(o, &r));
+                println!("{}", r.summary(o));
                 for v in &r.violations {
                     println!("  violation: {v}");
                 }

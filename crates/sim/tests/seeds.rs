@@ -26,20 +26,7 @@ fn fixed_seeds_keep_every_safety_rule_and_converge() {
     let reports = run_all(plans.clone());
     let mut failures = Vec::new();
     for (o, r) in plans.iter().zip(&reports) {
-        eprintln!(
-            "seed {}: {} agents, {}, {} actions, {:.0} s simulated in {:.1} s, {} entries, {} downs checked, {} writes, {} leader changes, converged after {:?} ms",
-            r.seed,
-            o.agents,
-            o.profile.name(),
-            r.actions,
-            r.simulated.as_secs_f64(),
-            r.wall.as_secs_f64(),
-            r.entries_checked,
-            r.downs_checked,
-            r.writes,
-            r.leader_changes,
-            r.converged_after
-        );
+        eprintln!("{}", r.summary(o));
         if !r.violations.is_empty() {
             failures.push(format!("{}\n  {}", o.replay_command(), r.violations.join("\n  ")));
         }
